@@ -1,0 +1,375 @@
+//! The tokio driver: runs the handshake over a reader/writer pair, then sends and
+//! receives whole messages. It owns no tasks and no timers beyond the optional read
+//! timeout, so a caller (protomux, the swarm) decides how it is scheduled.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::cipher::{Decryptor, Encryptor};
+use crate::framing::{parse_prefix, prefix, MAX_FRAME, PREFIX};
+use crate::noise::{Handshake, HandshakeResult, Pattern};
+use crate::{KeyPair, SecretStreamError};
+
+/// Writes are gathered up to this many bytes before they go to the transport.
+const WRITE_CHUNK: usize = 256 * 1024;
+/// Read buffer size.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Options shared by both halves.
+#[derive(Debug, Clone)]
+pub struct SecretStreamConfig {
+    /// End the stream with [`SecretStreamError::TimedOut`] when nothing arrives for this long.
+    pub timeout: Option<Duration>,
+    /// Drop zero-byte messages instead of returning them (JS `filterZeroByteMessages`;
+    /// JS turns it on whenever keep-alive is on, since keep-alives are empty messages).
+    pub filter_empty_messages: bool,
+    /// Largest frame body accepted from the remote (at most 16 MiB - 1).
+    pub max_frame: usize,
+}
+
+impl Default for SecretStreamConfig {
+    fn default() -> Self {
+        SecretStreamConfig {
+            timeout: None,
+            filter_empty_messages: false,
+            max_frame: MAX_FRAME,
+        }
+    }
+}
+
+/// Reads uint24 frames from a transport with its own buffer.
+struct FrameReader<R> {
+    io: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max_frame: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(io: R, max_frame: usize) -> Self {
+        FrameReader {
+            io,
+            buf: vec![0u8; READ_CHUNK],
+            start: 0,
+            end: 0,
+            max_frame: max_frame.min(MAX_FRAME),
+        }
+    }
+
+    /// Ensures `n` buffered bytes; false on a clean end before any of them arrived.
+    async fn fill(&mut self, n: usize) -> std::io::Result<bool> {
+        while self.end - self.start < n {
+            if self.start > 0 && self.buf.len() - self.start < n {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() < n {
+                self.buf.resize(n, 0);
+            }
+            let read = self.io.read(&mut self.buf[self.end..]).await?;
+            if read == 0 {
+                if self.end == self.start {
+                    return Ok(false);
+                }
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.end += read;
+        }
+        Ok(true)
+    }
+
+    /// The next frame body, or `None` when the transport ended cleanly between frames.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, SecretStreamError> {
+        if !self.fill(PREFIX).await? {
+            return Ok(None);
+        }
+        let p = [self.buf[self.start], self.buf[self.start + 1], self.buf[self.start + 2]];
+        let len = parse_prefix(p);
+        if len > self.max_frame {
+            return Err(SecretStreamError::MessageTooLarge(len));
+        }
+        self.start += PREFIX;
+        if len > READ_CHUNK {
+            // Large frame: copy what is buffered, read the rest straight into the body.
+            let have = self.end - self.start;
+            let mut body = vec![0u8; len];
+            let take = have.min(len);
+            body[..take].copy_from_slice(&self.buf[self.start..self.start + take]);
+            self.start += take;
+            self.io.read_exact(&mut body[take..]).await?;
+            return Ok(Some(body));
+        }
+        if !self.fill(len).await? && len > 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+        let body = self.buf[self.start..self.start + len].to_vec();
+        self.start += len;
+        Ok(Some(body))
+    }
+}
+
+/// The receiving half of an established secret-stream.
+pub struct SecretReader<R> {
+    frames: FrameReader<R>,
+    decryptor: Decryptor,
+    config: SecretStreamConfig,
+}
+
+impl<R: AsyncRead + Unpin> SecretReader<R> {
+    /// The next message, or `Ok(None)` once the remote has ended its side cleanly.
+    pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, SecretStreamError> {
+        loop {
+            let next = match self.config.timeout {
+                Some(t) => tokio::time::timeout(t, self.frames.next())
+                    .await
+                    .map_err(|_| SecretStreamError::TimedOut)??,
+                None => self.frames.next().await?,
+            };
+            let Some(body) = next else { return Ok(None) };
+            match self.decryptor.handle_frame(body)? {
+                None => continue, // the remote header
+                Some(m) if m.is_empty() && self.config.filter_empty_messages => continue,
+                Some(m) => return Ok(Some(m)),
+            }
+        }
+    }
+}
+
+/// The sending half of an established secret-stream.
+pub struct SecretWriter<W> {
+    io: W,
+    encryptor: Encryptor,
+    out: Vec<u8>,
+}
+
+impl<W: AsyncWrite + Unpin> SecretWriter<W> {
+    /// Queues one message, writing to the transport once enough has gathered. Call
+    /// [`SecretWriter::flush`] after a burst.
+    pub async fn feed(&mut self, message: &[u8]) -> Result<(), SecretStreamError> {
+        self.encryptor.encrypt_into(message, &mut self.out)?;
+        if self.out.len() >= WRITE_CHUNK {
+            self.write_out().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one message and flushes it to the transport.
+    pub async fn send(&mut self, message: &[u8]) -> Result<(), SecretStreamError> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Sends an empty message, which a JS peer with keep-alive on ignores.
+    pub async fn send_keepalive(&mut self) -> Result<(), SecretStreamError> {
+        self.send(&[]).await
+    }
+
+    /// Writes everything queued and flushes the transport.
+    pub async fn flush(&mut self) -> Result<(), SecretStreamError> {
+        self.write_out().await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Flushes, then ends our direction (the remote's `recv` returns `None`).
+    pub async fn end(&mut self) -> Result<(), SecretStreamError> {
+        self.flush().await?;
+        self.io.shutdown().await?;
+        Ok(())
+    }
+
+    async fn write_out(&mut self) -> Result<(), SecretStreamError> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// An established secret-stream over a reader and a writer.
+pub struct SecretStream<R, W> {
+    reader: SecretReader<R>,
+    writer: SecretWriter<W>,
+    handshake: HandshakeResult,
+}
+
+impl<R, W> SecretStream<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    /// Runs the XX handshake as initiator, then sends our header.
+    pub async fn initiator(reader: R, writer: W, keypair: KeyPair, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+        Self::handshake(reader, writer, true, keypair, config).await
+    }
+
+    /// Runs the XX handshake as responder, then sends our header.
+    pub async fn responder(reader: R, writer: W, keypair: KeyPair, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+        Self::handshake(reader, writer, false, keypair, config).await
+    }
+
+    async fn handshake(reader: R, mut writer: W, is_initiator: bool, keypair: KeyPair, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+        let mut frames = FrameReader::new(reader, config.max_frame);
+        let mut hs = Handshake::new(Pattern::XX, is_initiator, keypair, &[], None)?;
+        let run = async {
+            while !hs.is_complete() {
+                if hs.is_our_turn() {
+                    let msg = hs.send(&[])?;
+                    writer.write_all(&prefix(msg.len())).await?;
+                    writer.write_all(&msg).await?;
+                    writer.flush().await?;
+                } else {
+                    let body = frames.next().await?.ok_or(SecretStreamError::EndedDuringHandshake)?;
+                    hs.recv(&body)?;
+                }
+            }
+            Ok::<_, SecretStreamError>(())
+        };
+        match config.timeout {
+            Some(t) => tokio::time::timeout(t, run).await.map_err(|_| SecretStreamError::TimedOut)??,
+            None => run.await?,
+        }
+        let result = hs.result().cloned().ok_or(SecretStreamError::EndedDuringHandshake)?;
+        Self::start(frames, writer, result, config).await
+    }
+
+    /// Starts from a handshake completed elsewhere (HyperDHT's relayed IK handshake):
+    /// sends our header and expects the remote's as its first frame.
+    pub async fn from_handshake(reader: R, writer: W, handshake: HandshakeResult, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+        let frames = FrameReader::new(reader, config.max_frame);
+        Self::start(frames, writer, handshake, config).await
+    }
+
+    async fn start(frames: FrameReader<R>, mut io: W, handshake: HandshakeResult, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+        let (encryptor, header) = Encryptor::new(&handshake);
+        io.write_all(&header).await?;
+        io.flush().await?;
+        Ok(SecretStream {
+            reader: SecretReader {
+                frames,
+                decryptor: Decryptor::new(&handshake),
+                config,
+            },
+            writer: SecretWriter {
+                io,
+                encryptor,
+                out: Vec::with_capacity(WRITE_CHUNK + 64 * 1024),
+            },
+            handshake,
+        })
+    }
+
+    /// The handshake outcome: keys, handshake hash, both public keys.
+    pub fn handshake_result(&self) -> &HandshakeResult {
+        &self.handshake
+    }
+
+    /// The authenticated remote static public key.
+    pub fn remote_public_key(&self) -> [u8; 32] {
+        self.handshake.remote_public_key
+    }
+
+    /// Our static public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.handshake.public_key
+    }
+
+    /// The Noise handshake hash.
+    pub fn handshake_hash(&self) -> [u8; 64] {
+        self.handshake.hash
+    }
+
+    /// True for the side that started the handshake.
+    pub fn is_initiator(&self) -> bool {
+        self.handshake.is_initiator
+    }
+
+    /// Next message (see [`SecretReader::recv`]).
+    pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, SecretStreamError> {
+        self.reader.recv().await
+    }
+
+    /// Sends and flushes one message.
+    pub async fn send(&mut self, message: &[u8]) -> Result<(), SecretStreamError> {
+        self.writer.send(message).await
+    }
+
+    /// Ends our direction.
+    pub async fn end(&mut self) -> Result<(), SecretStreamError> {
+        self.writer.end().await
+    }
+
+    /// Splits into independently usable halves.
+    pub fn split(self) -> (SecretReader<R>, SecretWriter<W>) {
+        (self.reader, self.writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connected() -> (
+        SecretStream<tokio::io::ReadHalf<tokio::io::DuplexStream>, tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+        SecretStream<tokio::io::ReadHalf<tokio::io::DuplexStream>, tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let ka = KeyPair::from_seed(&[1; 32]);
+        let kb = KeyPair::from_seed(&[2; 32]);
+        let (x, y) = tokio::join!(
+            SecretStream::initiator(ar, aw, ka, SecretStreamConfig::default()),
+            SecretStream::responder(br, bw, kb, SecretStreamConfig::default())
+        );
+        (x.unwrap(), y.unwrap())
+    }
+
+    #[tokio::test]
+    async fn messages_keep_their_boundaries_and_end_is_clean() {
+        let (mut a, mut b) = connected().await;
+        assert_eq!(a.remote_public_key(), b.public_key());
+        assert_eq!(a.handshake_hash(), b.handshake_hash());
+        let big = vec![3u8; 1_000_000];
+        let sender = async {
+            a.send(b"one").await.unwrap();
+            a.send(b"").await.unwrap();
+            a.send(&big).await.unwrap();
+            a.end().await.unwrap();
+            a
+        };
+        let receiver = async {
+            let mut got = Vec::new();
+            while let Some(m) = b.recv().await.unwrap() {
+                got.push(m);
+            }
+            got
+        };
+        let (_, got) = tokio::join!(sender, receiver);
+        assert_eq!(got, vec![b"one".to_vec(), vec![], big]);
+    }
+
+    #[tokio::test]
+    async fn read_timeout_fires() {
+        let (_a, b) = connected().await;
+        let (mut r, _w) = b.split();
+        r.config.timeout = Some(Duration::from_millis(50));
+        assert!(matches!(r.recv().await, Err(SecretStreamError::TimedOut)));
+    }
+
+    #[tokio::test]
+    async fn garbage_during_handshake_is_an_error() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (ar, aw) = tokio::io::split(a);
+        let writer = async move {
+            b.write_all(&[5, 0, 0, 1, 2, 3, 4, 5]).await.unwrap();
+            b
+        };
+        let (res, _b) = tokio::join!(SecretStream::responder(ar, aw, KeyPair::from_seed(&[2; 32]), SecretStreamConfig::default()), writer);
+        assert!(matches!(res, Err(SecretStreamError::Noise(_))));
+    }
+}
