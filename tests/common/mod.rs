@@ -1,0 +1,92 @@
+//! Shared helpers for integration tests: spawning the pinned JS peers under tests/node.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long any single wait on a JS peer may take before the test fails.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Directory holding package.json and the node scripts.
+pub fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+/// A running node script whose stdout is read as JSON lines; killed when dropped.
+pub struct NodePeer {
+    child: Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pub name: String,
+}
+
+impl NodePeer {
+    /// Starts `node tests/node/<script> args...`. Panics with a clear message when the JS
+    /// modules are not installed.
+    pub fn spawn(script: &str, args: &[&str]) -> NodePeer {
+        let dir = tests_dir();
+        assert!(
+            dir.join("node_modules").join("protomux").exists(),
+            "JS modules missing: run `npm ci --prefix tests` (the test command does this)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("node").join(script))
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        NodePeer {
+            child,
+            lines: BufReader::new(stdout).lines(),
+            name: format!("{script} {}", args.join(" ")),
+        }
+    }
+
+    /// The next JSON line; panics on timeout, exit, or an `error` report.
+    pub async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(STEP_TIMEOUT, self.lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{}: no output within {:?}", self.name, STEP_TIMEOUT))
+            .expect("read stdout")
+            .unwrap_or_else(|| panic!("{}: exited without the expected output", self.name));
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", self.name));
+        if let Some(err) = v.get("error") {
+            panic!("{} reported: {}", self.name, err.as_str().unwrap_or_default());
+        }
+        v
+    }
+
+    /// Reads lines until one satisfies `pred`.
+    pub async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let v = self.next().await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The port a `listen` peer reports first.
+    pub async fn port(&mut self) -> u16 {
+        let v = self.next().await;
+        v["port"].as_u64().expect("port line") as u16
+    }
+
+    /// Waits for the process to exit and returns whether it succeeded.
+    pub async fn wait(mut self) -> bool {
+        tokio::time::timeout(STEP_TIMEOUT, self.child.wait())
+            .await
+            .map(|s| s.map(|s| s.success()).unwrap_or(false))
+            .unwrap_or(false)
+    }
+}
