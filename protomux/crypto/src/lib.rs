@@ -80,7 +80,11 @@ impl std::fmt::Debug for KeyPair {
 }
 
 fn hex_short(b: &[u8]) -> String {
-    b.iter().take(8).map(|x| format!("{x:02x}")).collect::<String>() + "…"
+    b.iter()
+        .take(8)
+        .map(|x| format!("{x:02x}"))
+        .collect::<String>()
+        + "…"
 }
 
 impl KeyPair {
@@ -197,7 +201,9 @@ impl Blake2b {
     /// Feeds bytes.
     pub fn update(&mut self, data: &[u8]) -> &mut Self {
         // SAFETY: state was initialised; data valid for its length.
-        unsafe { ffi::crypto_generichash_update(&mut self.state, data.as_ptr(), data.len() as u64) };
+        unsafe {
+            ffi::crypto_generichash_update(&mut self.state, data.as_ptr(), data.len() as u64)
+        };
         self
     }
 
@@ -252,11 +258,16 @@ pub fn ed25519_scalar(secret_key: &[u8; 64]) -> [u8; 32] {
 }
 
 /// `crypto_scalarmult_ed25519_noclamp(scalar, point)`: the Noise DH of `noise-curve-ed`.
-pub fn scalarmult_ed25519_noclamp(scalar: &[u8; 32], point: &[u8; 32]) -> Result<[u8; 32], CryptoError> {
+pub fn scalarmult_ed25519_noclamp(
+    scalar: &[u8; 32],
+    point: &[u8; 32],
+) -> Result<[u8; 32], CryptoError> {
     init();
     let mut out = [0u8; 32];
     // SAFETY: all buffers are 32 bytes.
-    let rc = unsafe { ffi::crypto_scalarmult_ed25519_noclamp(out.as_mut_ptr(), scalar.as_ptr(), point.as_ptr()) };
+    let rc = unsafe {
+        ffi::crypto_scalarmult_ed25519_noclamp(out.as_mut_ptr(), scalar.as_ptr(), point.as_ptr())
+    };
     if rc != 0 {
         return Err(CryptoError::InvalidPoint);
     }
@@ -294,7 +305,12 @@ pub fn aead_encrypt(key: &[u8; 32], counter: u64, ad: &[u8], plaintext: &[u8]) -
 }
 
 /// `crypto_aead_chacha20poly1305_ietf_decrypt` with a Noise counter nonce.
-pub fn aead_decrypt(key: &[u8; 32], counter: u64, ad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub fn aead_decrypt(
+    key: &[u8; 32],
+    counter: u64,
+    ad: &[u8],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     if ciphertext.len() < 16 {
         return Err(CryptoError::Decrypt);
     }
@@ -328,13 +344,23 @@ pub fn secretbox_seal(key: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8]) -> Vec
     let mut out = vec![0u8; plaintext.len() + 16];
     // SAFETY: out has plaintext + MAC bytes; key 32, nonce 24.
     unsafe {
-        ffi::crypto_secretbox_easy(out.as_mut_ptr(), plaintext.as_ptr(), plaintext.len() as u64, nonce.as_ptr(), key.as_ptr());
+        ffi::crypto_secretbox_easy(
+            out.as_mut_ptr(),
+            plaintext.as_ptr(),
+            plaintext.len() as u64,
+            nonce.as_ptr(),
+            key.as_ptr(),
+        );
     }
     out
 }
 
 /// `crypto_secretbox_open_easy`.
-pub fn secretbox_open(key: &[u8; 32], nonce: &[u8; 24], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+pub fn secretbox_open(
+    key: &[u8; 32],
+    nonce: &[u8; 24],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
     if ciphertext.len() < 16 {
         return Err(CryptoError::Decrypt);
     }
@@ -342,7 +368,13 @@ pub fn secretbox_open(key: &[u8; 32], nonce: &[u8; 24], ciphertext: &[u8]) -> Re
     let mut out = vec![0u8; ciphertext.len() - 16];
     // SAFETY: out has ciphertext - MAC bytes; key 32, nonce 24.
     let rc = unsafe {
-        ffi::crypto_secretbox_open_easy(out.as_mut_ptr(), ciphertext.as_ptr(), ciphertext.len() as u64, nonce.as_ptr(), key.as_ptr())
+        ffi::crypto_secretbox_open_easy(
+            out.as_mut_ptr(),
+            ciphertext.as_ptr(),
+            ciphertext.len() as u64,
+            nonce.as_ptr(),
+            key.as_ptr(),
+        )
     };
     if rc != 0 {
         return Err(CryptoError::Decrypt);
@@ -369,16 +401,27 @@ impl SecretStreamPush {
     pub fn new(key: &[u8; 32]) -> (Self, [u8; SECRETSTREAM_HEADERBYTES]) {
         init();
         // SAFETY: zeroed state is a placeholder that init_push overwrites.
-        let mut state: ffi::crypto_secretstream_xchacha20poly1305_state = unsafe { std::mem::zeroed() };
+        let mut state: ffi::crypto_secretstream_xchacha20poly1305_state =
+            unsafe { std::mem::zeroed() };
         let mut header = [0u8; SECRETSTREAM_HEADERBYTES];
         // SAFETY: header is HEADERBYTES long, key 32 bytes.
-        unsafe { ffi::crypto_secretstream_xchacha20poly1305_init_push(&mut state, header.as_mut_ptr(), key.as_ptr()) };
+        unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_init_push(
+                &mut state,
+                header.as_mut_ptr(),
+                key.as_ptr(),
+            )
+        };
         (SecretStreamPush { state }, header)
     }
 
     /// Encrypts `message` with `tag` into `out`, which must be `message.len() + 17` bytes.
     pub fn push_into(&mut self, message: &[u8], tag: u8, out: &mut [u8]) {
-        assert_eq!(out.len(), message.len() + SECRETSTREAM_ABYTES, "secretstream output length");
+        assert_eq!(
+            out.len(),
+            message.len() + SECRETSTREAM_ABYTES,
+            "secretstream output length"
+        );
         let mut clen = 0u64;
         // SAFETY: out has message + ABYTES bytes; message valid for its length.
         unsafe {
@@ -394,30 +437,6 @@ impl SecretStreamPush {
             );
         }
     }
-
-    /// Encrypts in place: `buf` is one spare byte, the message, then 16 spare bytes; on
-    /// return it holds the complete ciphertext (tag byte, encrypted message, MAC).
-    pub fn push_in_place(&mut self, buf: &mut [u8], tag: u8) {
-        assert!(buf.len() >= SECRETSTREAM_ABYTES, "secretstream buffer too short");
-        let mlen = buf.len() - SECRETSTREAM_ABYTES;
-        let mut clen = 0u64;
-        let ptr = buf.as_mut_ptr();
-        // SAFETY: libsodium writes the tag byte at c[0] and XORs m into c[1..] position by
-        // position, so m == c + 1 is the in-place layout it supports (sodium-secretstream
-        // in JS relies on the same). Both ranges lie inside buf.
-        unsafe {
-            ffi::crypto_secretstream_xchacha20poly1305_push(
-                &mut self.state,
-                ptr,
-                &mut clen,
-                ptr.add(1),
-                mlen as u64,
-                std::ptr::null(),
-                0,
-                tag,
-            );
-        }
-    }
 }
 
 /// The receiving half of `crypto_secretstream_xchacha20poly1305`.
@@ -427,12 +446,22 @@ pub struct SecretStreamPull {
 
 impl SecretStreamPull {
     /// Starts pulling a stream under `key` from the sender's `header`.
-    pub fn new(key: &[u8; 32], header: &[u8; SECRETSTREAM_HEADERBYTES]) -> Result<Self, CryptoError> {
+    pub fn new(
+        key: &[u8; 32],
+        header: &[u8; SECRETSTREAM_HEADERBYTES],
+    ) -> Result<Self, CryptoError> {
         init();
         // SAFETY: zeroed state is a placeholder that init_pull overwrites.
-        let mut state: ffi::crypto_secretstream_xchacha20poly1305_state = unsafe { std::mem::zeroed() };
+        let mut state: ffi::crypto_secretstream_xchacha20poly1305_state =
+            unsafe { std::mem::zeroed() };
         // SAFETY: header is HEADERBYTES long, key 32 bytes.
-        let rc = unsafe { ffi::crypto_secretstream_xchacha20poly1305_init_pull(&mut state, header.as_ptr(), key.as_ptr()) };
+        let rc = unsafe {
+            ffi::crypto_secretstream_xchacha20poly1305_init_pull(
+                &mut state,
+                header.as_ptr(),
+                key.as_ptr(),
+            )
+        };
         if rc != 0 {
             return Err(CryptoError::SecretStream("invalid header"));
         }
@@ -473,36 +502,41 @@ impl SecretStreamPull {
         Ok(tag)
     }
 
-    /// Decrypts in place: on success the plaintext is `buf[1..buf.len() - 16]` and the tag
-    /// is returned. A forged, reordered or truncated message is an error.
-    pub fn pull_in_place(&mut self, buf: &mut [u8]) -> Result<u8, CryptoError> {
-        if buf.len() < SECRETSTREAM_ABYTES {
+    /// Decrypts one message and appends the plaintext to `out` without zero-filling the
+    /// space first (the cipher writes every byte). Returns the tag. On failure `out` is
+    /// left as it was.
+    pub fn pull_append(&mut self, cipher: &[u8], out: &mut Vec<u8>) -> Result<u8, CryptoError> {
+        if cipher.len() < SECRETSTREAM_ABYTES {
             return Err(CryptoError::SecretStream("message shorter than its tag"));
         }
-        let mut mlen = 0u64;
+        let mlen = cipher.len() - SECRETSTREAM_ABYTES;
+        out.reserve(mlen);
+        let at = out.len();
+        let mut written = 0u64;
         let mut tag = 0u8;
-        let ptr = buf.as_mut_ptr();
-        // SAFETY: libsodium authenticates c first, then XORs c[1..] into m position by
-        // position; m == c + 1 is the in-place layout JS sodium-secretstream uses too.
+        // SAFETY: `reserve` guarantees `mlen` writable bytes after `at`; libsodium writes
+        // exactly `mlen` plaintext bytes there on success, and nothing is exposed on failure
+        // because the length is only extended after a successful call.
         let rc = unsafe {
             ffi::crypto_secretstream_xchacha20poly1305_pull(
                 &mut self.state,
-                ptr.add(1),
-                &mut mlen,
+                out.as_mut_ptr().add(at),
+                &mut written,
                 &mut tag,
-                ptr,
-                buf.len() as u64,
+                cipher.as_ptr(),
+                cipher.len() as u64,
                 std::ptr::null(),
                 0,
             )
         };
-        if rc != 0 {
+        if rc != 0 || written != mlen as u64 {
             return Err(CryptoError::SecretStream("message failed authentication"));
         }
+        // SAFETY: the `mlen` bytes after `at` were initialised by the successful pull.
+        unsafe { out.set_len(at + mlen) };
         Ok(tag)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,21 +581,22 @@ mod tests {
     }
 
     #[test]
-    fn secretstream_in_place_matches_copying_api() {
+    fn pull_append_matches_pull_into() {
         let key = random_array::<32>();
         let (mut push, header) = SecretStreamPush::new(&key);
         let mut pull = SecretStreamPull::new(&key, &header).unwrap();
         let msg = vec![0x5au8; 70_000];
-        let mut buf = vec![0u8; msg.len() + SECRETSTREAM_ABYTES];
-        buf[1..=msg.len()].copy_from_slice(&msg);
-        push.push_in_place(&mut buf, TAG_MESSAGE);
-        let mut plain = vec![0u8; msg.len()];
-        assert_eq!(pull.pull_into(&buf, &mut plain).unwrap(), TAG_MESSAGE);
-        assert_eq!(plain, msg);
-        let mut c = vec![0u8; 5 + SECRETSTREAM_ABYTES];
-        push.push_into(b"hello", TAG_FINAL, &mut c);
-        assert_eq!(pull.pull_in_place(&mut c).unwrap(), TAG_FINAL);
-        assert_eq!(&c[1..6], b"hello");
+        let mut c = vec![0u8; msg.len() + SECRETSTREAM_ABYTES];
+        push.push_into(&msg, TAG_MESSAGE, &mut c);
+        let mut out = b"prefix".to_vec();
+        assert_eq!(pull.pull_append(&c, &mut out).unwrap(), TAG_MESSAGE);
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(&out[6..], &msg[..]);
+        let mut bad = vec![0u8; 40];
+        assert!(pull.pull_append(&bad, &mut out).is_err());
+        bad.truncate(3);
+        assert!(pull.pull_append(&bad, &mut out).is_err());
+        assert_eq!(out.len(), 6 + msg.len());
     }
 
     #[test]

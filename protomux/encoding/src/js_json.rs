@@ -235,6 +235,9 @@ mod tests {
     #[test]
     fn sorted_keys_and_escapes() {
         let v = json!({"z": "a\u{1}\n\"", "a": [1.0, null, true]});
-        assert_eq!(to_sorted_string(&v), r#"{"a":[1,null,true],"z":"a\u0001\n\""}"#);
+        assert_eq!(
+            to_sorted_string(&v),
+            r#"{"a":[1,null,true],"z":"a\u0001\n\""}"#
+        );
     }
 }

@@ -49,7 +49,11 @@ pub trait Decode<'a>: Sized {
 pub fn encode<T: Encode + ?Sized>(value: &T) -> Vec<u8> {
     let mut w = Writer::with_capacity(value.encoded_len());
     value.encode(&mut w);
-    debug_assert_eq!(w.len(), value.encoded_len(), "encoded_len disagrees with encode");
+    debug_assert_eq!(
+        w.len(),
+        value.encoded_len(),
+        "encoded_len disagrees with encode"
+    );
     w.into_vec()
 }
 

@@ -7,8 +7,12 @@ use intercom_encoding::{js_json, Reader, Writer};
 use serde_json::Value;
 
 fn golden() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/compact-encoding.json");
-    let text = std::fs::read_to_string(path).expect("golden file (run tests/node/gen-golden-encoding.js)");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/golden/compact-encoding.json"
+    );
+    let text =
+        std::fs::read_to_string(path).expect("golden file (run tests/node/gen-golden-encoding.js)");
     serde_json::from_str(&text).expect("golden json")
 }
 
@@ -123,9 +127,7 @@ fn same_value(ty: &str, want: &Value, got: &Value) -> bool {
     match ty {
         // JSON text round trip is compared as text: JS and serde agree on the value model.
         "json" => js_json::to_string(want) == js_json::to_string(got),
-        "float32" | "float64" | "int" | "int8" | "int16" | "int32" => {
-            want.as_f64() == got.as_f64()
-        }
+        "float32" | "float64" | "int" | "int8" | "int16" | "int32" => want.as_f64() == got.as_f64(),
         "ipv4Address" | "ipv6Address" | "ipAddress" => addr(want) == addr(got),
         _ => want == got,
     }
@@ -139,7 +141,12 @@ fn rust_encodes_every_js_vector_identically() {
     for v in vectors {
         let ty = v["type"].as_str().unwrap();
         let want = unhex(&v["hex"]);
-        assert_eq!(hex::encode(encode(ty, &v["value"])), hex::encode(&want), "encode {ty} {}", v["value"]);
+        assert_eq!(
+            hex::encode(encode(ty, &v["value"])),
+            hex::encode(&want),
+            "encode {ty} {}",
+            v["value"]
+        );
     }
 }
 
@@ -149,7 +156,11 @@ fn rust_decodes_every_js_vector_to_the_same_value() {
     for v in g["vectors"].as_array().unwrap() {
         let ty = v["type"].as_str().unwrap();
         let got = decode(ty, &unhex(&v["hex"])).unwrap_or_else(|e| panic!("decode {ty}: {e}"));
-        assert!(same_value(ty, &v["value"], &got), "decode {ty}: want {} got {got}", v["value"]);
+        assert!(
+            same_value(ty, &v["value"], &got),
+            "decode {ty}: want {} got {got}",
+            v["value"]
+        );
     }
 }
 
@@ -161,7 +172,11 @@ fn rust_rejects_what_js_rejects() {
     for v in invalid {
         let ty = v["type"].as_str().unwrap();
         let bytes = unhex(&v["hex"]);
-        assert!(decode(ty, &bytes).is_err(), "{ty} {} should fail", hex::encode(&bytes));
+        assert!(
+            decode(ty, &bytes).is_err(),
+            "{ty} {} should fail",
+            hex::encode(&bytes)
+        );
     }
 }
 

@@ -37,6 +37,9 @@ pub enum MuxError {
     /// The mux is destroyed or closing (protocol error, transport end, close or destroy).
     #[error("mux is closed")]
     Closed,
+    /// Every local channel id is in use.
+    #[error("no local channel id left")]
+    TooManyChannels,
     /// A frame is larger than the transport can carry.
     #[error("frame of {0} bytes is too large for the transport")]
     FrameTooLarge(usize),

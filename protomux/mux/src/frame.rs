@@ -28,7 +28,12 @@ pub const MAX_BATCH: usize = 8 * 1024 * 1024;
 pub const PENDING_OVERHEAD: usize = 512;
 
 /// `0, 1, uint localId, string protocol, optionalBuffer id, handshake`.
-pub(crate) fn encode_open(local_id: u32, protocol: &str, id: Option<&[u8]>, handshake: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_open(
+    local_id: u32,
+    protocol: &str,
+    id: Option<&[u8]>,
+    handshake: &[u8],
+) -> Vec<u8> {
     let id = id.unwrap_or_default();
     let len = 2
         + uint_len(u64::from(local_id))

@@ -1,7 +1,10 @@
 //! The post-handshake layer: the stream-id header exchange and per-message secretstream
 //! encryption. Pure functions over bytes.
 
-use intercom_crypto::{blake2b_256, SecretStreamPull, SecretStreamPush, SECRETSTREAM_ABYTES, SECRETSTREAM_HEADERBYTES, TAG_MESSAGE};
+use intercom_crypto::{
+    blake2b_256, SecretStreamPull, SecretStreamPush, SECRETSTREAM_ABYTES, SECRETSTREAM_HEADERBYTES,
+    TAG_MESSAGE,
+};
 
 use crate::framing::{prefix, MAX_FRAME, PREFIX};
 use crate::noise::{HandshakeResult, HASHLEN};
@@ -22,7 +25,11 @@ pub fn namespaces() -> [[u8; 32]; 3] {
 /// The 32-byte stream id a side announces: BLAKE2b-256 keyed by the handshake hash.
 pub fn stream_id(handshake_hash: &[u8; HASHLEN], is_initiator: bool) -> [u8; 32] {
     let [ns_initiator, ns_responder, _] = namespaces();
-    let ns = if is_initiator { ns_initiator } else { ns_responder };
+    let ns = if is_initiator {
+        ns_initiator
+    } else {
+        ns_responder
+    };
     blake2b_256(&[&ns], Some(handshake_hash))
 }
 
@@ -44,18 +51,38 @@ impl Encryptor {
     }
 
     /// Appends one encrypted frame carrying `message` to `out`.
-    pub fn encrypt_into(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<(), SecretStreamError> {
-        if message.len() > MAX_MESSAGE {
+    pub fn encrypt_into(
+        &mut self,
+        message: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SecretStreamError> {
+        let at = out.len();
+        out.resize(at + Self::frame_len(message.len())?, 0);
+        self.encrypt_at(message, &mut out[at..])
+    }
+
+    /// Bytes the frame for a message of `len` bytes takes, prefix included.
+    pub fn frame_len(len: usize) -> Result<usize, SecretStreamError> {
+        if len > MAX_MESSAGE {
+            return Err(SecretStreamError::MessageTooLarge(len));
+        }
+        Ok(PREFIX + len + SECRETSTREAM_ABYTES)
+    }
+
+    /// Writes the frame for `message` into `frame`, which must be exactly
+    /// [`Encryptor::frame_len`] bytes. The plaintext is read once, by the cipher.
+    pub fn encrypt_at(
+        &mut self,
+        message: &[u8],
+        frame: &mut [u8],
+    ) -> Result<(), SecretStreamError> {
+        let len = Self::frame_len(message.len())?;
+        if frame.len() != len {
             return Err(SecretStreamError::MessageTooLarge(message.len()));
         }
-        let body_len = message.len() + SECRETSTREAM_ABYTES;
-        out.reserve(PREFIX + body_len);
-        out.extend_from_slice(&prefix(body_len));
-        let start = out.len();
-        out.push(0);
-        out.extend_from_slice(message);
-        out.extend_from_slice(&[0u8; 16]);
-        self.push.push_in_place(&mut out[start..], TAG_MESSAGE);
+        let (head, body) = frame.split_at_mut(PREFIX);
+        head.copy_from_slice(&prefix(body.len()));
+        self.push.push_into(message, TAG_MESSAGE, body);
         Ok(())
     }
 }
@@ -85,38 +112,46 @@ impl Decryptor {
     /// Accepts the remote's header frame body.
     pub fn accept_header(&mut self, body: &[u8]) -> Result<(), SecretStreamError> {
         if body.len() != HEADER_LEN {
-            return Err(SecretStreamError::InvalidHeader("header frame must be 56 bytes"));
+            return Err(SecretStreamError::InvalidHeader(
+                "header frame must be 56 bytes",
+            ));
         }
         if body[..32] != self.expected_id {
-            return Err(SecretStreamError::InvalidHeader("stream id does not match the handshake"));
+            return Err(SecretStreamError::InvalidHeader(
+                "stream id does not match the handshake",
+            ));
         }
         let mut header = [0u8; SECRETSTREAM_HEADERBYTES];
         header.copy_from_slice(&body[32..]);
-        let pull = SecretStreamPull::new(&self.rx, &header).map_err(|_| SecretStreamError::InvalidHeader("secretstream header"))?;
+        let pull = SecretStreamPull::new(&self.rx, &header)
+            .map_err(|_| SecretStreamError::InvalidHeader("secretstream header"))?;
         self.pull = Some(pull);
         Ok(())
     }
 
-    /// Decrypts a message body in place and returns the plaintext (the same allocation).
-    pub fn decrypt(&mut self, mut body: Vec<u8>) -> Result<Vec<u8>, SecretStreamError> {
-        let pull = self.pull.as_mut().ok_or(SecretStreamError::InvalidHeader("message before header"))?;
+    /// Decrypts a message body and returns the plaintext in a new buffer (the cipher
+    /// writes it there directly, so there is no extra copy).
+    pub fn decrypt(&mut self, body: &[u8]) -> Result<Vec<u8>, SecretStreamError> {
+        let pull = self
+            .pull
+            .as_mut()
+            .ok_or(SecretStreamError::InvalidHeader("message before header"))?;
         if body.len() < SECRETSTREAM_ABYTES {
             return Err(SecretStreamError::Decrypt);
         }
-        pull.pull_in_place(&mut body).map_err(|_| SecretStreamError::Decrypt)?;
-        let plain_len = body.len() - SECRETSTREAM_ABYTES;
-        body.copy_within(1..1 + plain_len, 0);
-        body.truncate(plain_len);
-        Ok(body)
+        let mut plain = Vec::new();
+        pull.pull_append(body, &mut plain)
+            .map_err(|_| SecretStreamError::Decrypt)?;
+        Ok(plain)
     }
 
     /// Handles any frame body: the header first, then messages. Returns the plaintext of
     /// messages and `None` for the header.
-    pub fn handle_frame(&mut self, body: Vec<u8>) -> Result<Option<Vec<u8>>, SecretStreamError> {
+    pub fn handle_frame(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, SecretStreamError> {
         if self.is_ready() {
             self.decrypt(body).map(Some)
         } else {
-            self.accept_header(&body).map(|()| None)
+            self.accept_header(body).map(|()| None)
         }
     }
 }
@@ -129,8 +164,10 @@ mod tests {
     use intercom_crypto::KeyPair;
 
     fn pair() -> (HandshakeResult, HandshakeResult) {
-        let mut i = Handshake::new(Pattern::XX, true, KeyPair::from_seed(&[1; 32]), b"", None).unwrap();
-        let mut r = Handshake::new(Pattern::XX, false, KeyPair::from_seed(&[2; 32]), b"", None).unwrap();
+        let mut i =
+            Handshake::new(Pattern::XX, true, KeyPair::from_seed(&[1; 32]), b"", None).unwrap();
+        let mut r =
+            Handshake::new(Pattern::XX, false, KeyPair::from_seed(&[2; 32]), b"", None).unwrap();
         let m1 = i.send(b"").unwrap();
         r.recv(&m1).unwrap();
         let m2 = r.send(b"").unwrap();
@@ -153,7 +190,7 @@ mod tests {
         fd.push(&wire);
         let mut got = Vec::new();
         while let Some(body) = fd.next_frame().unwrap() {
-            if let Some(p) = dec.handle_frame(body).unwrap() {
+            if let Some(p) = dec.handle_frame(&body).unwrap() {
                 got.push(p);
             }
         }
@@ -169,7 +206,7 @@ mod tests {
         assert!(own.accept_header(&header[3..]).is_err());
         let mut dec = Decryptor::new(&b);
         dec.accept_header(&header[3..]).unwrap();
-        assert!(dec.decrypt(vec![0u8; 10]).is_err());
-        assert!(dec.decrypt(vec![0u8; 40]).is_err());
+        assert!(dec.decrypt(&[0u8; 10]).is_err());
+        assert!(dec.decrypt(&[0u8; 40]).is_err());
     }
 }

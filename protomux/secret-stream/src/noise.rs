@@ -7,7 +7,9 @@
 //! Ed25519 DH, so this is a small state machine of our own. It is pure: ephemeral keys
 //! come from the caller (or libsodium's RNG), nothing touches I/O.
 
-use intercom_crypto::{aead_decrypt, aead_encrypt, blake2b_512, ed25519_scalar, scalarmult_ed25519_noclamp, KeyPair};
+use intercom_crypto::{
+    aead_decrypt, aead_encrypt, blake2b_512, ed25519_scalar, scalarmult_ed25519_noclamp, KeyPair,
+};
 
 /// Length of the handshake hash and of the chaining key.
 pub const HASHLEN: usize = 64;
@@ -241,7 +243,10 @@ impl Handshake {
                     let (c, tail) = rest.split_at(len);
                     rest = tail;
                     let plain = self.decrypt_and_hash(c)?;
-                    let rs: [u8; 32] = plain.as_slice().try_into().map_err(|_| NoiseError::Truncated)?;
+                    let rs: [u8; 32] = plain
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| NoiseError::Truncated)?;
                     self.rs = Some(rs);
                 }
                 dh => self.mix_dh(dh)?,
@@ -287,7 +292,11 @@ impl Handshake {
             Token::SS => (true, true),
             Token::E | Token::S => return Ok(()),
         };
-        let local = if local_static { Some(&self.s) } else { self.e.as_ref() };
+        let local = if local_static {
+            Some(&self.s)
+        } else {
+            self.e.as_ref()
+        };
         let remote = if remote_static { self.rs } else { self.re };
         let (local, remote) = match (local, remote) {
             (Some(l), Some(r)) => (l, r),
@@ -323,7 +332,8 @@ impl Handshake {
     fn decrypt_and_hash(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, NoiseError> {
         let p = match &self.k {
             Some(k) => {
-                let p = aead_decrypt(k, self.n, &self.h, ciphertext).map_err(|_| NoiseError::Decrypt)?;
+                let p = aead_decrypt(k, self.n, &self.h, ciphertext)
+                    .map_err(|_| NoiseError::Decrypt)?;
                 self.n += 1;
                 p
             }
@@ -386,12 +396,20 @@ mod tests {
         let mut last_payload = Vec::new();
         let mut turn_i = true;
         while !(i.is_complete() && r.is_complete()) {
-            let (from, to) = if turn_i { (&mut i, &mut r) } else { (&mut r, &mut i) };
+            let (from, to) = if turn_i {
+                (&mut i, &mut r)
+            } else {
+                (&mut r, &mut i)
+            };
             let m = from.send(b"payload").unwrap();
             last_payload = to.recv(&m).unwrap();
             turn_i = !turn_i;
         }
-        (i.result().unwrap().clone(), r.result().unwrap().clone(), last_payload)
+        (
+            i.result().unwrap().clone(),
+            r.result().unwrap().clone(),
+            last_payload,
+        )
     }
 
     #[test]
@@ -415,7 +433,8 @@ mod tests {
         let mut r = Handshake::new(Pattern::XX, false, b, b"", None).unwrap();
         let m1 = i.send(b"").unwrap();
         assert_eq!(r.recv(&m1[..10]), Err(NoiseError::Truncated));
-        let mut r2 = Handshake::new(Pattern::XX, false, KeyPair::from_seed(&[2; 32]), b"", None).unwrap();
+        let mut r2 =
+            Handshake::new(Pattern::XX, false, KeyPair::from_seed(&[2; 32]), b"", None).unwrap();
         r2.recv(&m1).unwrap();
         let mut m2 = r2.send(b"").unwrap();
         m2[40] ^= 1;

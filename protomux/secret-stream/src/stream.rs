@@ -12,9 +12,17 @@ use crate::noise::{Handshake, HandshakeResult, Pattern};
 use crate::{KeyPair, SecretStreamError};
 
 /// Writes are gathered up to this many bytes before they go to the transport.
-const WRITE_CHUNK: usize = 256 * 1024;
-/// Read buffer size.
-const READ_CHUNK: usize = 256 * 1024;
+const WRITE_CHUNK: usize = 1024 * 1024;
+/// Largest read buffer; it grows to this under sustained traffic (large reads and writes
+/// halve the per-byte syscall and wake-up cost on a busy stream).
+const READ_CHUNK: usize = 1024 * 1024;
+/// Size both buffers start at and shrink back to when traffic is light, so an idle
+/// connection holds little memory.
+const IDLE_BUFFER: usize = 64 * 1024;
+/// Consecutive small reads or write bursts after which a grown buffer shrinks back.
+const SHRINK_AFTER: u32 = 64;
+/// A read or write burst below this size counts as light traffic.
+const SMALL_IO: usize = 4 * 1024;
 
 /// Options shared by both halves.
 #[derive(Debug, Clone)]
@@ -45,15 +53,19 @@ struct FrameReader<R> {
     start: usize,
     end: usize,
     max_frame: usize,
+    small_reads: u32,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     fn new(io: R, max_frame: usize) -> Self {
         FrameReader {
             io,
+            // Zeroed allocations this large come from the kernel untouched, so an idle
+            // connection does not hold the memory resident until traffic arrives.
             buf: vec![0u8; READ_CHUNK],
             start: 0,
             end: 0,
+            small_reads: 0,
             max_frame: max_frame.min(MAX_FRAME),
         }
     }
@@ -69,6 +81,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.len() < n {
                 self.buf.resize(n, 0);
             }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
+            let room = self.buf.len() - self.end;
             let read = self.io.read(&mut self.buf[self.end..]).await?;
             if read == 0 {
                 if self.end == self.start {
@@ -77,16 +94,50 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             self.end += read;
+            self.adapt(read, room);
         }
         Ok(true)
     }
 
-    /// The next frame body, or `None` when the transport ended cleanly between frames.
-    async fn next(&mut self) -> Result<Option<Vec<u8>>, SecretStreamError> {
+    /// Grows the buffer to its maximum when a read fills it; shrinks it back once traffic
+    /// is light.
+    fn adapt(&mut self, read: usize, room: usize) {
+        let len = self.buf.len();
+        if read == room && len < READ_CHUNK {
+            self.buf.resize(READ_CHUNK, 0);
+        }
+        self.small_reads = if read < SMALL_IO {
+            self.small_reads + 1
+        } else {
+            0
+        };
+        if self.small_reads >= SHRINK_AFTER
+            && len > IDLE_BUFFER
+            && self.end - self.start <= IDLE_BUFFER / 2
+        {
+            self.small_reads = 0;
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            self.buf.truncate(IDLE_BUFFER);
+            self.buf.shrink_to_fit();
+        }
+    }
+
+    /// Hands the next frame body to `f`, or returns `None` when the transport ended
+    /// cleanly between frames. Bodies are borrowed from the read buffer when they fit.
+    async fn next_with<T>(
+        &mut self,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, SecretStreamError> {
         if !self.fill(PREFIX).await? {
             return Ok(None);
         }
-        let p = [self.buf[self.start], self.buf[self.start + 1], self.buf[self.start + 2]];
+        let p = [
+            self.buf[self.start],
+            self.buf[self.start + 1],
+            self.buf[self.start + 2],
+        ];
         let len = parse_prefix(p);
         if len > self.max_frame {
             return Err(SecretStreamError::MessageTooLarge(len));
@@ -100,14 +151,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             body[..take].copy_from_slice(&self.buf[self.start..self.start + take]);
             self.start += take;
             self.io.read_exact(&mut body[take..]).await?;
-            return Ok(Some(body));
+            return Ok(Some(f(&body)));
         }
         if !self.fill(len).await? && len > 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
-        let body = self.buf[self.start..self.start + len].to_vec();
+        let out = f(&self.buf[self.start..self.start + len]);
         self.start += len;
-        Ok(Some(body))
+        Ok(Some(out))
+    }
+
+    /// The next frame body as an owned buffer (handshake messages).
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, SecretStreamError> {
+        self.next_with(<[u8]>::to_vec).await
     }
 }
 
@@ -122,14 +178,16 @@ impl<R: AsyncRead + Unpin> SecretReader<R> {
     /// The next message, or `Ok(None)` once the remote has ended its side cleanly.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, SecretStreamError> {
         loop {
+            let decryptor = &mut self.decryptor;
+            let read = self.frames.next_with(|body| decryptor.handle_frame(body));
             let next = match self.config.timeout {
-                Some(t) => tokio::time::timeout(t, self.frames.next())
+                Some(t) => tokio::time::timeout(t, read)
                     .await
                     .map_err(|_| SecretStreamError::TimedOut)??,
-                None => self.frames.next().await?,
+                None => read.await?,
             };
-            let Some(body) = next else { return Ok(None) };
-            match self.decryptor.handle_frame(body)? {
+            let Some(frame) = next else { return Ok(None) };
+            match frame? {
                 None => continue, // the remote header
                 Some(m) if m.is_empty() && self.config.filter_empty_messages => continue,
                 Some(m) => return Ok(Some(m)),
@@ -142,15 +200,25 @@ impl<R: AsyncRead + Unpin> SecretReader<R> {
 pub struct SecretWriter<W> {
     io: W,
     encryptor: Encryptor,
+    /// Gathered frames: `out[..used]` is pending; the rest is reusable initialised space.
     out: Vec<u8>,
+    used: usize,
+    small_bursts: u32,
 }
 
 impl<W: AsyncWrite + Unpin> SecretWriter<W> {
     /// Queues one message, writing to the transport once enough has gathered. Call
     /// [`SecretWriter::flush`] after a burst.
     pub async fn feed(&mut self, message: &[u8]) -> Result<(), SecretStreamError> {
-        self.encryptor.encrypt_into(message, &mut self.out)?;
-        if self.out.len() >= WRITE_CHUNK {
+        let len = Encryptor::frame_len(message.len())?;
+        let end = self.used + len;
+        if self.out.len() < end {
+            self.out.resize(end, 0);
+        }
+        self.encryptor
+            .encrypt_at(message, &mut self.out[self.used..end])?;
+        self.used = end;
+        if self.used >= WRITE_CHUNK {
             self.write_out().await?;
         }
         Ok(())
@@ -182,9 +250,20 @@ impl<W: AsyncWrite + Unpin> SecretWriter<W> {
     }
 
     async fn write_out(&mut self) -> Result<(), SecretStreamError> {
-        if !self.out.is_empty() {
-            self.io.write_all(&self.out).await?;
-            self.out.clear();
+        if self.used > 0 {
+            self.io.write_all(&self.out[..self.used]).await?;
+            // Many light bursts after a heavy one: give the memory back.
+            self.small_bursts = if self.used < SMALL_IO {
+                self.small_bursts + 1
+            } else {
+                0
+            };
+            if self.small_bursts >= SHRINK_AFTER && self.out.len() > IDLE_BUFFER {
+                self.small_bursts = 0;
+                self.out.truncate(IDLE_BUFFER);
+                self.out.shrink_to_fit();
+            }
+            self.used = 0;
         }
         Ok(())
     }
@@ -203,16 +282,32 @@ where
     W: AsyncWrite + Unpin,
 {
     /// Runs the XX handshake as initiator, then sends our header.
-    pub async fn initiator(reader: R, writer: W, keypair: KeyPair, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+    pub async fn initiator(
+        reader: R,
+        writer: W,
+        keypair: KeyPair,
+        config: SecretStreamConfig,
+    ) -> Result<Self, SecretStreamError> {
         Self::handshake(reader, writer, true, keypair, config).await
     }
 
     /// Runs the XX handshake as responder, then sends our header.
-    pub async fn responder(reader: R, writer: W, keypair: KeyPair, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+    pub async fn responder(
+        reader: R,
+        writer: W,
+        keypair: KeyPair,
+        config: SecretStreamConfig,
+    ) -> Result<Self, SecretStreamError> {
         Self::handshake(reader, writer, false, keypair, config).await
     }
 
-    async fn handshake(reader: R, mut writer: W, is_initiator: bool, keypair: KeyPair, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+    async fn handshake(
+        reader: R,
+        mut writer: W,
+        is_initiator: bool,
+        keypair: KeyPair,
+        config: SecretStreamConfig,
+    ) -> Result<Self, SecretStreamError> {
         let mut frames = FrameReader::new(reader, config.max_frame);
         let mut hs = Handshake::new(Pattern::XX, is_initiator, keypair, &[], None)?;
         let run = async {
@@ -223,28 +318,46 @@ where
                     writer.write_all(&msg).await?;
                     writer.flush().await?;
                 } else {
-                    let body = frames.next().await?.ok_or(SecretStreamError::EndedDuringHandshake)?;
+                    let body = frames
+                        .next()
+                        .await?
+                        .ok_or(SecretStreamError::EndedDuringHandshake)?;
                     hs.recv(&body)?;
                 }
             }
             Ok::<_, SecretStreamError>(())
         };
         match config.timeout {
-            Some(t) => tokio::time::timeout(t, run).await.map_err(|_| SecretStreamError::TimedOut)??,
+            Some(t) => tokio::time::timeout(t, run)
+                .await
+                .map_err(|_| SecretStreamError::TimedOut)??,
             None => run.await?,
         }
-        let result = hs.result().cloned().ok_or(SecretStreamError::EndedDuringHandshake)?;
+        let result = hs
+            .result()
+            .cloned()
+            .ok_or(SecretStreamError::EndedDuringHandshake)?;
         Self::start(frames, writer, result, config).await
     }
 
     /// Starts from a handshake completed elsewhere (HyperDHT's relayed IK handshake):
     /// sends our header and expects the remote's as its first frame.
-    pub async fn from_handshake(reader: R, writer: W, handshake: HandshakeResult, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+    pub async fn from_handshake(
+        reader: R,
+        writer: W,
+        handshake: HandshakeResult,
+        config: SecretStreamConfig,
+    ) -> Result<Self, SecretStreamError> {
         let frames = FrameReader::new(reader, config.max_frame);
         Self::start(frames, writer, handshake, config).await
     }
 
-    async fn start(frames: FrameReader<R>, mut io: W, handshake: HandshakeResult, config: SecretStreamConfig) -> Result<Self, SecretStreamError> {
+    async fn start(
+        frames: FrameReader<R>,
+        mut io: W,
+        handshake: HandshakeResult,
+        config: SecretStreamConfig,
+    ) -> Result<Self, SecretStreamError> {
         let (encryptor, header) = Encryptor::new(&handshake);
         io.write_all(&header).await?;
         io.flush().await?;
@@ -257,7 +370,9 @@ where
             writer: SecretWriter {
                 io,
                 encryptor,
-                out: Vec::with_capacity(WRITE_CHUNK + 64 * 1024),
+                out: Vec::new(),
+                used: 0,
+                small_bursts: 0,
             },
             handshake,
         })
@@ -314,8 +429,14 @@ mod tests {
     use super::*;
 
     async fn connected() -> (
-        SecretStream<tokio::io::ReadHalf<tokio::io::DuplexStream>, tokio::io::WriteHalf<tokio::io::DuplexStream>>,
-        SecretStream<tokio::io::ReadHalf<tokio::io::DuplexStream>, tokio::io::WriteHalf<tokio::io::DuplexStream>>,
+        SecretStream<
+            tokio::io::ReadHalf<tokio::io::DuplexStream>,
+            tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        >,
+        SecretStream<
+            tokio::io::ReadHalf<tokio::io::DuplexStream>,
+            tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        >,
     ) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(a);
@@ -369,7 +490,15 @@ mod tests {
             b.write_all(&[5, 0, 0, 1, 2, 3, 4, 5]).await.unwrap();
             b
         };
-        let (res, _b) = tokio::join!(SecretStream::responder(ar, aw, KeyPair::from_seed(&[2; 32]), SecretStreamConfig::default()), writer);
+        let (res, _b) = tokio::join!(
+            SecretStream::responder(
+                ar,
+                aw,
+                KeyPair::from_seed(&[2; 32]),
+                SecretStreamConfig::default()
+            ),
+            writer
+        );
         assert!(matches!(res, Err(SecretStreamError::Noise(_))));
     }
 }

@@ -34,10 +34,18 @@ fn transcripts_match_js_byte_for_byte() {
         i.set_ephemeral(KeyPair::from_seed(&arr(&t["initiatorEphemeralSeed"])));
         r.set_ephemeral(KeyPair::from_seed(&arr(&t["responderEphemeralSeed"])));
         for (k, m) in t["messages"].as_array().unwrap().iter().enumerate() {
-            let (from, to) = if k % 2 == 0 { (&mut i, &mut r) } else { (&mut r, &mut i) };
+            let (from, to) = if k % 2 == 0 {
+                (&mut i, &mut r)
+            } else {
+                (&mut r, &mut i)
+            };
             let payload = bytes(&m["payload"]);
             let sent = from.send(&payload).unwrap();
-            assert_eq!(hex::encode(&sent), m["message"].as_str().unwrap(), "{pattern:?} message {k}");
+            assert_eq!(
+                hex::encode(&sent),
+                m["message"].as_str().unwrap(),
+                "{pattern:?} message {k}"
+            );
             assert_eq!(to.recv(&sent).unwrap(), payload);
         }
         let ri = i.result().expect("initiator complete");
@@ -56,7 +64,11 @@ fn rust_reads_js_messages_in_both_roles() {
     // Feed the JS messages straight into a Rust responder and a Rust initiator.
     let g = golden();
     for t in g["transcripts"].as_array().unwrap() {
-        let pattern = if t["pattern"] == "XX" { Pattern::XX } else { Pattern::IK };
+        let pattern = if t["pattern"] == "XX" {
+            Pattern::XX
+        } else {
+            Pattern::IK
+        };
         let prologue = bytes(&t["prologue"]);
         let si = KeyPair::from_seed(&arr(&t["initiatorSeed"]));
         let sr = KeyPair::from_seed(&arr(&t["responderSeed"]));
@@ -67,8 +79,15 @@ fn rust_reads_js_messages_in_both_roles() {
         i.set_ephemeral(KeyPair::from_seed(&arr(&t["initiatorEphemeralSeed"])));
         for (k, m) in msgs.iter().enumerate() {
             let js = bytes(&m["message"]);
-            let (reader, writer) = if k % 2 == 0 { (&mut r, &mut i) } else { (&mut i, &mut r) };
-            assert_eq!(hex::encode(reader.recv(&js).unwrap()), m["payload"].as_str().unwrap());
+            let (reader, writer) = if k % 2 == 0 {
+                (&mut r, &mut i)
+            } else {
+                (&mut i, &mut r)
+            };
+            assert_eq!(
+                hex::encode(reader.recv(&js).unwrap()),
+                m["payload"].as_str().unwrap()
+            );
             writer.send(&bytes(&m["payload"])).unwrap();
         }
         assert!(r.is_complete() && i.is_complete());
@@ -80,8 +99,14 @@ fn key_pairs_match_dht_key_pair() {
     let g = golden();
     for kp in g["keyPairs"].as_array().unwrap() {
         let ours = KeyPair::from_seed(&arr(&kp["seed"]));
-        assert_eq!(hex::encode(ours.public_key), kp["publicKey"].as_str().unwrap());
-        assert_eq!(hex::encode(ours.secret_key), kp["secretKey"].as_str().unwrap());
+        assert_eq!(
+            hex::encode(ours.public_key),
+            kp["publicKey"].as_str().unwrap()
+        );
+        assert_eq!(
+            hex::encode(ours.secret_key),
+            kp["secretKey"].as_str().unwrap()
+        );
     }
 }
 
@@ -90,6 +115,12 @@ fn stream_ids_match_secret_stream() {
     let g = golden();
     let s = &g["streamIds"];
     let hash: [u8; 64] = arr(&s["handshakeHash"]);
-    assert_eq!(hex::encode(stream_id(&hash, true)), s["initiator"].as_str().unwrap());
-    assert_eq!(hex::encode(stream_id(&hash, false)), s["responder"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(stream_id(&hash, true)),
+        s["initiator"].as_str().unwrap()
+    );
+    assert_eq!(
+        hex::encode(stream_id(&hash, false)),
+        s["responder"].as_str().unwrap()
+    );
 }
