@@ -19,8 +19,20 @@ async fn connect_to(js: &mut NodePeer) -> TcpStream {
 }
 
 /// Runs a raw Noise handshake over uint24 frames, Rust side.
-async fn rust_noise(sock: &mut TcpStream, pattern: Pattern, initiator: bool, remote: Option<[u8; 32]>) -> (intercom_secret_stream::HandshakeResult, Vec<String>) {
-    let mut hs = Handshake::new(pattern, initiator, KeyPair::from_seed(&RUST_SEED), &[], remote).unwrap();
+async fn rust_noise(
+    sock: &mut TcpStream,
+    pattern: Pattern,
+    initiator: bool,
+    remote: Option<[u8; 32]>,
+) -> (intercom_secret_stream::HandshakeResult, Vec<String>) {
+    let mut hs = Handshake::new(
+        pattern,
+        initiator,
+        KeyPair::from_seed(&RUST_SEED),
+        &[],
+        remote,
+    )
+    .unwrap();
     let mut payloads = Vec::new();
     let mut step = 0;
     while !hs.is_complete() {
@@ -49,7 +61,11 @@ async fn noise_handshakes_complete_with_js_in_both_roles() {
     for pattern in [Pattern::XX, Pattern::IK] {
         for rust_initiates in [true, false] {
             let pname = if pattern == Pattern::XX { "XX" } else { "IK" };
-            let js_role = if rust_initiates { "responder" } else { "initiator" };
+            let js_role = if rust_initiates {
+                "responder"
+            } else {
+                "initiator"
+            };
             let rust_hex = hex::encode(rust_pub);
             let mut args = vec!["noise", "listen", "0", pname, js_role];
             if pattern == Pattern::IK && !rust_initiates {
@@ -61,14 +77,43 @@ async fn noise_handshakes_complete_with_js_in_both_roles() {
             let (ours, payloads) = rust_noise(&mut sock, pattern, rust_initiates, remote).await;
             let theirs = js.next().await;
             let ctx = format!("{pname} rust_initiates={rust_initiates}");
-            assert_eq!(hex::encode(ours.hash), theirs["hash"].as_str().unwrap(), "{ctx}: handshake hash");
-            assert_eq!(hex::encode(ours.tx), theirs["rx"].as_str().unwrap(), "{ctx}: our tx is their rx");
-            assert_eq!(hex::encode(ours.rx), theirs["tx"].as_str().unwrap(), "{ctx}: our rx is their tx");
-            assert_eq!(hex::encode(ours.remote_public_key), hex::encode(js_pub), "{ctx}");
-            assert_eq!(theirs["remotePublicKey"].as_str().unwrap(), hex::encode(rust_pub), "{ctx}");
-            assert!(payloads.iter().all(|p| p.starts_with("js payload")), "{ctx}: {payloads:?}");
+            assert_eq!(
+                hex::encode(ours.hash),
+                theirs["hash"].as_str().unwrap(),
+                "{ctx}: handshake hash"
+            );
+            assert_eq!(
+                hex::encode(ours.tx),
+                theirs["rx"].as_str().unwrap(),
+                "{ctx}: our tx is their rx"
+            );
+            assert_eq!(
+                hex::encode(ours.rx),
+                theirs["tx"].as_str().unwrap(),
+                "{ctx}: our rx is their tx"
+            );
+            assert_eq!(
+                hex::encode(ours.remote_public_key),
+                hex::encode(js_pub),
+                "{ctx}"
+            );
+            assert_eq!(
+                theirs["remotePublicKey"].as_str().unwrap(),
+                hex::encode(rust_pub),
+                "{ctx}"
+            );
+            assert!(
+                payloads.iter().all(|p| p.starts_with("js payload")),
+                "{ctx}: {payloads:?}"
+            );
             let js_payloads = theirs["payloads"].as_array().unwrap();
-            assert!(!js_payloads.is_empty() && js_payloads.iter().all(|p| p.as_str().unwrap().starts_with("rust payload")), "{ctx}");
+            assert!(
+                !js_payloads.is_empty()
+                    && js_payloads
+                        .iter()
+                        .all(|p| p.as_str().unwrap().starts_with("rust payload")),
+                "{ctx}"
+            );
         }
     }
 }
@@ -77,12 +122,18 @@ const TEN_MB: usize = 10 * 1024 * 1024;
 
 /// Deterministic test data in 64 KiB messages.
 fn payload(i: usize) -> Vec<u8> {
-    (0..65536).map(|j| ((i * 7919 + j * 31) % 251) as u8).collect()
+    (0..65536)
+        .map(|j| ((i * 7919 + j * 31) % 251) as u8)
+        .collect()
 }
 
 /// Sends 10 MB through the JS echo peer and checks the SHA-256 of what comes back.
 async fn echo_through_js(rust_initiates: bool) {
-    let role = if rust_initiates { "responder" } else { "initiator" };
+    let role = if rust_initiates {
+        "responder"
+    } else {
+        "initiator"
+    };
     let mut js = NodePeer::spawn("wire-peer.js", &["echo", "listen", "0", role]);
     let (r, w) = connect_to(&mut js).await.into_split();
     let kp = KeyPair::from_seed(&RUST_SEED);
@@ -93,9 +144,18 @@ async fn echo_through_js(rust_initiates: bool) {
         SecretStream::responder(r, w, kp, cfg).await.unwrap()
     };
     let hs = js.next().await;
-    assert_eq!(hs["handshake"].as_str().unwrap(), hex::encode(stream.handshake_hash()));
-    assert_eq!(hs["remotePublicKey"].as_str().unwrap(), hex::encode(stream.public_key()));
-    assert_eq!(hex::encode(stream.remote_public_key()), hex::encode(KeyPair::from_seed(&JS_SEED).public_key));
+    assert_eq!(
+        hs["handshake"].as_str().unwrap(),
+        hex::encode(stream.handshake_hash())
+    );
+    assert_eq!(
+        hs["remotePublicKey"].as_str().unwrap(),
+        hex::encode(stream.public_key())
+    );
+    assert_eq!(
+        hex::encode(stream.remote_public_key()),
+        hex::encode(KeyPair::from_seed(&JS_SEED).public_key)
+    );
     let (mut reader, mut writer) = stream.split();
     let sender = tokio::spawn(async move {
         let mut h = Sha256::new();
@@ -137,7 +197,11 @@ async fn secret_stream_echoes_10mb_through_js_as_responder() {
 async fn js_sends_through_rust(rust_initiates: bool) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let role = if rust_initiates { "responder" } else { "initiator" };
+    let role = if rust_initiates {
+        "responder"
+    } else {
+        "initiator"
+    };
     let size = TEN_MB.to_string();
     let mut js = NodePeer::spawn("wire-peer.js", &["send", "connect", &port, role, &size]);
     let (sock, _) = listener.accept().await.unwrap();
@@ -161,7 +225,10 @@ async fn js_sends_through_rust(rust_initiates: bool) {
     });
     let report = js.until(|v| v.get("sentSha256").is_some()).await;
     assert_eq!(report["bytes"].as_u64().unwrap() as usize, TEN_MB);
-    assert_eq!(report["sentSha256"], report["receivedSha256"], "JS got back different bytes");
+    assert_eq!(
+        report["sentSha256"], report["receivedSha256"],
+        "JS got back different bytes"
+    );
     assert_eq!(echo.await.unwrap(), TEN_MB);
 }
 

@@ -59,9 +59,14 @@ impl NodePeer {
             .unwrap_or_else(|_| panic!("{}: no output within {:?}", self.name, STEP_TIMEOUT))
             .expect("read stdout")
             .unwrap_or_else(|| panic!("{}: exited without the expected output", self.name));
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", self.name));
+        let v: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{}: bad line {line:?}: {e}", self.name));
         if let Some(err) = v.get("error") {
-            panic!("{} reported: {}", self.name, err.as_str().unwrap_or_default());
+            panic!(
+                "{} reported: {}",
+                self.name,
+                err.as_str().unwrap_or_default()
+            );
         }
         v
     }
