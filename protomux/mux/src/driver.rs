@@ -49,6 +49,9 @@ pub struct MuxConfig {
     pub event_queue: usize,
     /// How long a graceful [`Mux::close`] waits for the peer to end its side.
     pub close_timeout: Duration,
+    /// Send an empty frame when nothing was written for this long (secret-stream's
+    /// keep-alive: both JS secret-stream and protomux ignore empty messages). `None` = off.
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for MuxConfig {
@@ -61,6 +64,7 @@ impl Default for MuxConfig {
             write_high_water: 1024 * 1024,
             event_queue: 64,
             close_timeout: Duration::from_secs(5),
+            keepalive: None,
         }
     }
 }
@@ -376,6 +380,7 @@ impl Mux {
             closing: None,
             close_waiters: Vec::new(),
             start: Instant::now(),
+            last_write: Instant::now(),
         };
         tokio::spawn(driver.run());
         (
@@ -694,6 +699,8 @@ struct Driver<R, S> {
     closing: Option<Instant>,
     close_waiters: Vec<oneshot::Sender<()>>,
     start: Instant,
+    /// When the last write burst started (for keep-alives).
+    last_write: Instant,
 }
 
 async fn read_frame<R: FrameReceiver>(mut receiver: R) -> (R, io::Result<Option<Vec<u8>>>) {
@@ -760,6 +767,7 @@ impl<R: FrameReceiver, S: FrameSender> Driver<R, S> {
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<u64> = None;
+        let keepalive = self.config.keepalive;
         loop {
             if self.shared.destroy.load(Ordering::Acquire) {
                 self.core.destroy();
@@ -780,6 +788,9 @@ impl<R: FrameReceiver, S: FrameSender> Driver<R, S> {
                 armed = deadline;
             }
             let close_deadline = self.closing;
+            let keepalive_due = keepalive
+                .filter(|_| self.writing.is_none() && self.closing.is_none())
+                .map(|every| self.last_write + every);
 
             tokio::select! {
                 (sender, frames, result) = maybe(self.writing.as_mut()) => {
@@ -836,6 +847,9 @@ impl<R: FrameReceiver, S: FrameSender> Driver<R, S> {
                     let now = self.now_ms();
                     self.core.handle_timeout(now);
                 }
+                () = sleep_until_opt(keepalive_due), if keepalive_due.is_some() => {
+                    self.outgoing.push(Vec::new());
+                }
                 () = sleep_until_opt(close_deadline), if close_deadline.is_some() => {
                     tracing::debug!("protomux close timed out waiting for the peer");
                     return None;
@@ -858,6 +872,7 @@ impl<R: FrameReceiver, S: FrameSender> Driver<R, S> {
                 frames.append(&mut self.outgoing);
                 frames.extend(std::iter::from_fn(|| self.core.poll_transmit()));
                 if !frames.is_empty() {
+                    self.last_write = Instant::now();
                     self.writing = Some(Box::pin(write_frames(sender, frames)));
                 } else if self.closing.is_some() {
                     self.ending = true;

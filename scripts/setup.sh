@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages intercom's build, demo and tests need, when missing.
+# Sourced by scripts/demo.sh and scripts/test.sh; safe to run repeatedly.
+set -euo pipefail
+
+intercom_setup() {
+  local missing=()
+  command -v cc >/dev/null || missing+=(gcc)
+  command -v g++ >/dev/null || missing+=(g++)
+  command -v make >/dev/null || missing+=(make)
+  if [ "${1:-}" = "--tests" ]; then
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    command -v taskset >/dev/null || missing+=(util-linux)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "need root to install: ${missing[*]}" >&2
+      return 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
