@@ -13,7 +13,7 @@ use serde_json::{Map, Number, Value};
 /// `JSON.stringify(value)`.
 pub fn to_string(value: &Value) -> String {
     let mut out = String::new();
-    write_value(&mut out, value);
+    write_value(&mut out, value, KeyOrder::Js);
     out
 }
 
@@ -21,43 +21,29 @@ pub fn to_string(value: &Value) -> String {
 /// usual "stable stringify" used for signing (`Object.keys(o).sort()`).
 pub fn to_sorted_string(value: &Value) -> String {
     let mut out = String::new();
-    write_sorted(&mut out, value);
+    write_value(&mut out, value, KeyOrder::Sorted);
     out
 }
 
-fn write_value(out: &mut String, value: &Value) {
-    match value {
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in js_key_order(map).into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_value(out, v);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_value(out, v);
-            }
-            out.push(']');
-        }
-        other => write_scalar(out, other),
-    }
+#[derive(Clone, Copy)]
+enum KeyOrder {
+    /// Array-index keys ascending, then insertion order (a JS object's own order).
+    Js,
+    /// All keys sorted by UTF-16 code units.
+    Sorted,
 }
 
-fn write_sorted(out: &mut String, value: &Value) {
+fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            let entries = match order {
+                KeyOrder::Js => js_key_order(map),
+                KeyOrder::Sorted => {
+                    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                    entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                    entries
+                }
+            };
             out.push('{');
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -65,7 +51,7 @@ fn write_sorted(out: &mut String, value: &Value) {
                 }
                 write_string(out, k);
                 out.push(':');
-                write_sorted(out, v);
+                write_value(out, v, order);
             }
             out.push('}');
         }
@@ -75,21 +61,14 @@ fn write_sorted(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_sorted(out, v);
+                write_value(out, v, order);
             }
             out.push(']');
         }
-        other => write_scalar(out, other),
-    }
-}
-
-fn write_scalar(out: &mut String, value: &Value) {
-    match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => write_number(out, n),
         Value::String(s) => write_string(out, s),
-        Value::Array(_) | Value::Object(_) => write_value(out, value),
     }
 }
 
