@@ -2,6 +2,7 @@
 //! its own module and calls into the workspace crates.
 
 mod demo;
+mod dht_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,11 @@ enum Command {
     /// Offline local demo on 127.0.0.1: peers exchange messages over the encrypted,
     /// multiplexed wire protocol (no internet, nothing outside loopback).
     Demo(demo::DemoArgs),
+    /// Runs a long-lived HyperDHT node; without --bootstrap it is the first node of a
+    /// new network. Prints one JSON line when ready, runs until SIGINT/SIGTERM.
+    DhtNode(dht_cli::DhtNodeArgs),
+    /// HyperDHT diagnostics: lookup, announce, immutable/mutable put and get (JSON lines).
+    Dht(dht_cli::DhtArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +32,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::DhtNode(args) => dht_cli::run_node(args).await,
+            Command::Dht(args) => dht_cli::run(args).await,
         }
     })
 }

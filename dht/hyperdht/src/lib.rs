@@ -13,19 +13,33 @@
 //!   signatures, the holepunch secret and the encrypted holepunch payload.
 //! * [`store`]: the records a persistent node keeps for others (`lib/persistent.js`
 //!   with the `record-cache` / `xache` semantics) and how requests are dispatched to it.
+//! * [`router`]: how PEER_HANDSHAKE / PEER_HOLEPUNCH are relayed to announced peers
+//!   (`lib/router.js`, the part a node without servers of its own runs).
+//! * [`ops`]: the pure half of the client operations: request construction, reply
+//!   mapping and validation, the mutable "latest" choice.
+//!
+//! On top of them, [`node`] is the async [`HyperDht`]: a dht-rpc [`intercom_dht_rpc::Dht`]
+//! that serves the records and runs lookup / announce / unannounce / findPeer /
+//! immutable and mutable get and put with the JS semantics.
 //!
 //! Not here: the dht-rpc transport, routing table and queries (the `intercom-dht-rpc`
-//! crate), the client operations built on queries (announce, lookup, mutable/immutable
-//! get and put), the router that relays PEER_HANDSHAKE / PEER_HOLEPUNCH, and the
-//! connect / server / holepunch state machines. They come later and use this crate.
+//! crate) and the connect / server / holepunch state machines.
 
 #![forbid(unsafe_code)]
 
 pub mod constants;
 pub mod crypto;
 pub mod messages;
+pub mod node;
+pub mod ops;
+pub mod router;
 pub mod store;
 
 pub use constants::{Command, NS};
 pub use messages::fuzz_decode_all;
+pub use node::{
+    AnnounceOptions, AnnounceResult, HyperDht, HyperDhtConfig, HyperDhtError, ImmutablePutResult,
+    MappedQuery, MutableGetOptions, MutablePutOptions, MutablePutResult, UnannounceResult,
+};
+pub use ops::{FindPeerResult, ImmutableResult, LookupResult, MutableResult};
 pub use store::{Dispatch, DropReason, RecordStore, Request, Response, StoreConfig};

@@ -1,8 +1,7 @@
-//! A quick live check against the pinned JS `dht-rpc` (run on demand:
-//! `cargo test -p intercom-dht-rpc --test js_interop -- --ignored`; needs node and
-//! `npm ci` in tests/). A JS testnet on 127.0.0.1 bootstraps our node, we query it, and
-//! the JS nodes must have taken us into their routing tables and reach us with
-//! requests of their own.
+//! A quick live check against the pinned JS `dht-rpc` (needs node and `npm ci --prefix
+//! tests`, which the test command runs). A JS testnet on 127.0.0.1 bootstraps our node,
+//! we query it, and the JS nodes must have taken us into their routing tables and reach
+//! us with requests of their own.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -73,7 +72,6 @@ fn spawn_js(mode: &str, port: u16) -> tokio::process::Child {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs node and the JS modules in tests/node_modules"]
 async fn js_testnet_accepts_our_node() {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -161,7 +159,6 @@ async fn js_testnet_accepts_our_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs node and the JS modules in tests/node_modules"]
 async fn js_nodes_bootstrap_from_our_bootstrapper() {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()

@@ -10,7 +10,8 @@
 //! valid, and handlers only ask whether one is present. Then:
 //!
 //! 1. `PEER_HANDSHAKE` (0) and `PEER_HOLEPUNCH` (1) always go to the router (connection
-//!    relaying; not part of this crate yet). [`Dispatch::Router`].
+//!    relaying, [`crate::router`], with the target's [`RecordStore::forward`]).
+//!    [`Dispatch::Router`].
 //! 2. Every other command is only served once the node is persistent (non-ephemeral)
 //!    and has an id. Before that — and for any unknown command — `onrequest` returns
 //!    false and dht-rpc replies with error `UNKNOWN_COMMAND`, with closer nodes iff
