@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 intercom_setup --tests
 
+# Reuse build artefacts across clones on the same machine when possible (RocksDB and
+# libsodium take minutes to compile); a fresh machine simply builds them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${HOME:-/tmp}/.cache/intercom-target}"
+
 echo "== JS reference modules (tests/package-lock.json)"
 npm ci --prefix tests --no-audit --no-fund --loglevel=error
 

@@ -1,0 +1,424 @@
+//! Peer stores: everything a peer keeps on disk, under `stores/<peer-store-name>/`.
+//!
+//! ```text
+//! stores/<name>/            0700
+//!   db/                     0700
+//!     keypair.json          0600  the peer's Ed25519 identity (created on first run)
+//!     state/                      RocksDB: decisions and whatever the planes persist
+//! ```
+//!
+//! The layout follows the JS Intercom (`stores/<peer>/db/keypair.json`), but the key file
+//! is our own plain format (`{"publicKey": hex, "secretKey": hex}`), not trac-wallet's
+//! encrypted mnemonic wallet; it is protected by file permissions instead.
+//!
+//! Opening takes RocksDB's lock first, so a second process on the same store fails fast
+//! with [`StoreError::Locked`] before it can touch the key file. Writes that must survive a
+//! crash go through [`KvStore::write`] with `sync = true`.
+//!
+//! Planes see storage through the [`KvStore`] trait; [`MemoryStore`] implements it for
+//! tests and [`RocksStore`] for the binary.
+
+mod kv;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use intercom_crypto::KeyPair;
+use serde::{Deserialize, Serialize};
+
+pub use kv::{Batch, KvStore, MemoryStore, RocksStore};
+
+/// Names that would collide with the `stores` crate's own files.
+const RESERVED_NAMES: [&str; 4] = ["src", "tests", "target", "Cargo.toml"];
+/// Key under which the first-run decisions are kept.
+const DECISIONS_KEY: &[u8] = b"peer/decisions";
+
+/// Why a store could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store name is empty, has path characters or is reserved.
+    #[error("invalid peer store name {0:?}: use letters, digits, '.', '_' or '-' (not src, tests or target)")]
+    InvalidName(String),
+    /// Another process has the store open.
+    #[error("peer store {path} is in use by another process (its RocksDB lock is held); stop that peer or pick another --peer-store-name")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The key file exists but cannot be used.
+    #[error("identity file {path} is invalid: {why}")]
+    BadKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A filesystem operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// RocksDB reported an error.
+    #[error("rocksdb: {0}")]
+    Db(String),
+    /// A stored value did not decode.
+    #[error("stored value under {key} is corrupt: {why}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The decode error.
+        why: String,
+    },
+}
+
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The first-run decisions SKILL.md asks an operator to make once and keep. `None` means
+/// "not decided": the flag default applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decisions {
+    /// Run the subnet/contract stack, or sidechannels only.
+    pub contracts: Option<bool>,
+    /// Built-in chat enabled.
+    pub chat: Option<bool>,
+    /// Writers are admitted automatically.
+    pub auto_add_writers: Option<bool>,
+    /// Sidechannel relaying on.
+    pub relay: Option<bool>,
+    /// Relay hop budget.
+    pub relay_ttl: Option<u32>,
+    /// Remote open requests accepted.
+    pub allow_remote_open: Option<bool>,
+    /// Requested channels joined automatically.
+    pub auto_join: Option<bool>,
+    /// Inbound rate budget, bytes per second.
+    pub rate_bytes: Option<u64>,
+    /// Inbound burst allowance, bytes.
+    pub rate_burst: Option<u64>,
+    /// Strikes before a sender is blocked.
+    pub max_strikes: Option<u32>,
+    /// Largest payload, bytes.
+    pub max_bytes: Option<u64>,
+    /// Value transfer (settlement) used.
+    pub value_transfer: Option<bool>,
+    /// Sample timer feature enabled.
+    pub timer: Option<bool>,
+}
+
+impl Decisions {
+    /// `self` with every undecided field taken from `earlier` (flags given now win).
+    pub fn or(self, earlier: &Decisions) -> Decisions {
+        Decisions {
+            contracts: self.contracts.or(earlier.contracts),
+            chat: self.chat.or(earlier.chat),
+            auto_add_writers: self.auto_add_writers.or(earlier.auto_add_writers),
+            relay: self.relay.or(earlier.relay),
+            relay_ttl: self.relay_ttl.or(earlier.relay_ttl),
+            allow_remote_open: self.allow_remote_open.or(earlier.allow_remote_open),
+            auto_join: self.auto_join.or(earlier.auto_join),
+            rate_bytes: self.rate_bytes.or(earlier.rate_bytes),
+            rate_burst: self.rate_burst.or(earlier.rate_burst),
+            max_strikes: self.max_strikes.or(earlier.max_strikes),
+            max_bytes: self.max_bytes.or(earlier.max_bytes),
+            value_transfer: self.value_transfer.or(earlier.value_transfer),
+            timer: self.timer.or(earlier.timer),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyFile {
+    public_key: String,
+    secret_key: String,
+}
+
+/// An open peer store: its identity and its key-value state.
+pub struct PeerStore {
+    dir: PathBuf,
+    keypair: KeyPair,
+    created: bool,
+    kv: RocksStore,
+}
+
+impl std::fmt::Debug for PeerStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerStore")
+            .field("dir", &self.dir)
+            .field("public_key", &hex::encode(self.keypair.public_key))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a `--peer-store-name`.
+pub fn validate_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !RESERVED_NAMES.contains(&name);
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(name.to_owned()))
+    }
+}
+
+impl PeerStore {
+    /// Opens (creating on first run) `root/<name>/`. `root` is normally `stores`.
+    pub fn open(root: &Path, name: &str) -> Result<PeerStore, StoreError> {
+        validate_name(name)?;
+        let dir = root.join(name);
+        let db_dir = dir.join("db");
+        create_private_dir(&dir)?;
+        create_private_dir(&db_dir)?;
+        // The lock comes first: a second process stops here, before reading any key.
+        let kv = RocksStore::open(&db_dir.join("state")).map_err(|e| match e {
+            StoreError::Db(msg)
+                if msg.contains("lock") || msg.contains("Resource temporarily unavailable") =>
+            {
+                StoreError::Locked { path: dir.clone() }
+            }
+            other => other,
+        })?;
+        let key_path = db_dir.join("keypair.json");
+        let (keypair, created) = match fs::read(&key_path) {
+            Ok(bytes) => (read_key_file(&key_path, &bytes)?, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let kp = KeyPair::generate();
+                write_key_file(&key_path, &kp)?;
+                (kp, true)
+            }
+            Err(e) => return Err(io_err("reading", &key_path)(e)),
+        };
+        restrict_permissions(&key_path, 0o600)?;
+        Ok(PeerStore {
+            dir,
+            keypair,
+            created,
+            kv,
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The peer's Ed25519 identity (its swarm key pair).
+    pub fn keypair(&self) -> &KeyPair {
+        &self.keypair
+    }
+
+    /// True when this open created the identity (first run).
+    pub fn is_new(&self) -> bool {
+        self.created
+    }
+
+    /// The key-value state.
+    pub fn kv(&self) -> &RocksStore {
+        &self.kv
+    }
+
+    /// The persisted first-run decisions (all `None` before any were saved).
+    pub fn decisions(&self) -> Result<Decisions, StoreError> {
+        match self.kv.get(DECISIONS_KEY)? {
+            None => Ok(Decisions::default()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                key: "peer/decisions".into(),
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    /// Merges `now` over the saved decisions, saves the result durably and returns it.
+    pub fn settle_decisions(&self, now: Decisions) -> Result<Decisions, StoreError> {
+        let merged = now.or(&self.decisions()?);
+        let bytes = serde_json::to_vec(&merged).map_err(|e| StoreError::Corrupt {
+            key: "peer/decisions".into(),
+            why: e.to_string(),
+        })?;
+        let mut batch = Batch::default();
+        batch.put(DECISIONS_KEY, &bytes);
+        self.kv.write(batch, true)?;
+        Ok(merged)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    restrict_permissions(dir, 0o700)
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(io_err("inspecting", path))?;
+    if meta.permissions().mode() & 0o777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(io_err("restricting permissions of", path))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path, _mode: u32) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn read_key_file(path: &Path, bytes: &[u8]) -> Result<KeyPair, StoreError> {
+    let bad = |why: String| StoreError::BadKeyFile {
+        path: path.to_path_buf(),
+        why,
+    };
+    let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    let secret = hex::decode(file.secret_key.trim()).map_err(|e| bad(format!("secretKey: {e}")))?;
+    let kp = KeyPair::from_secret_key(&secret).map_err(|e| bad(e.to_string()))?;
+    if hex::encode(kp.public_key) != file.public_key.trim().to_lowercase() {
+        return Err(bad("publicKey does not match secretKey".into()));
+    }
+    Ok(kp)
+}
+
+/// Writes the key file atomically with owner-only permissions from the start.
+fn write_key_file(path: &Path, kp: &KeyPair) -> Result<(), StoreError> {
+    let body = serde_json::to_vec_pretty(&KeyFile {
+        public_key: hex::encode(kp.public_key),
+        secret_key: hex::encode(kp.secret_key),
+    })
+    .map_err(|e| StoreError::BadKeyFile {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp).map_err(io_err("creating", &tmp))?;
+    f.write_all(&body).map_err(io_err("writing", &tmp))?;
+    f.sync_all().map_err(io_err("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("renaming into", path))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_created_once_and_reused() {
+        let root = tempfile::tempdir().unwrap();
+        let first = PeerStore::open(root.path(), "alice").unwrap();
+        assert!(first.is_new());
+        let key = first.keypair().public_key;
+        drop(first);
+        let again = PeerStore::open(root.path(), "alice").unwrap();
+        assert!(!again.is_new());
+        assert_eq!(again.keypair().public_key, key);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_store_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let _held = PeerStore::open(root.path(), "bob").unwrap();
+        let err = PeerStore::open(root.path(), "bob").unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another process"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_material_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let store = PeerStore::open(root.path(), "carol").unwrap();
+        let key = store.dir().join("db/keypair.json");
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(store);
+        // Loosened permissions are tightened again on the next open.
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = PeerStore::open(root.path(), "carol").unwrap();
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn bad_names_and_bad_key_files_are_clear_errors() {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["", "../x", "a/b", "src", ".hidden", "tests"] {
+            assert!(
+                matches!(
+                    PeerStore::open(root.path(), name),
+                    Err(StoreError::InvalidName(_))
+                ),
+                "{name}"
+            );
+        }
+        let store = PeerStore::open(root.path(), "dave").unwrap();
+        let key = store.dir().join("db/keypair.json");
+        drop(store);
+        fs::write(&key, b"{\"publicKey\":\"00\",\"secretKey\":\"zz\"}").unwrap();
+        let err = PeerStore::open(root.path(), "dave").unwrap_err();
+        assert!(matches!(err, StoreError::BadKeyFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn decisions_persist_and_flags_override() {
+        let root = tempfile::tempdir().unwrap();
+        let store = PeerStore::open(root.path(), "erin").unwrap();
+        assert_eq!(store.decisions().unwrap(), Decisions::default());
+        let first = Decisions {
+            relay: Some(false),
+            max_bytes: Some(5000),
+            ..Decisions::default()
+        };
+        store.settle_decisions(first).unwrap();
+        drop(store);
+        let store = PeerStore::open(root.path(), "erin").unwrap();
+        let merged = store
+            .settle_decisions(Decisions {
+                max_bytes: Some(9000),
+                ..Decisions::default()
+            })
+            .unwrap();
+        assert_eq!(merged.relay, Some(false));
+        assert_eq!(merged.max_bytes, Some(9000));
+    }
+}
