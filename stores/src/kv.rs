@@ -37,6 +37,9 @@ impl Batch {
     }
 }
 
+/// Key-value pairs in key order, as a prefix scan returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Ordered key-value storage.
 pub trait KvStore: Send + Sync {
     /// The value under `key`.
@@ -44,7 +47,7 @@ pub trait KvStore: Send + Sync {
     /// Applies `batch` atomically; with `sync` it is on stable storage when this returns.
     fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
 }
 
 /// RocksDB-backed storage (one database per peer store).
@@ -89,7 +92,7 @@ impl KvStore for RocksStore {
             .map_err(|e| StoreError::Db(e.into_string()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         let mut out = Vec::new();
         let iter = self.db.iterator(rocksdb::IteratorMode::From(
             prefix,
@@ -136,7 +139,7 @@ impl KvStore for MemoryStore {
         Ok(())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
         Ok(self
             .map()
             .range(prefix.to_vec()..)

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use intercom_crypto::KeyPair;
 use serde::{Deserialize, Serialize};
 
-pub use kv::{Batch, KvStore, MemoryStore, RocksStore};
+pub use kv::{Batch, Entries, KvStore, MemoryStore, RocksStore};
 
 /// Names that would collide with the `stores` crate's own files.
 const RESERVED_NAMES: [&str; 4] = ["src", "tests", "target", "Cargo.toml"];
