@@ -1,0 +1,730 @@
+//! The WebSocket server: accepts clients, drives one [`Session`] per connection and fans published events out.
+//!
+//! ```text
+//!                      +-------------------- Bridge ---------------------+
+//!   TcpListener ---->  | accept loop (semaphore: max_clients)            |
+//!                      |   per client: reader task ── Session ── Backend |
+//!                      |                  │ replies                      |
+//!                      |                  v                              |
+//!   Publisher ─try_send──> bounded queue (outbound_queue) ─> writer task ─> socket
+//!                      +--------------------------------------------------+
+//! ```
+//!
+//! Publishing never waits: each event is serialized once and `try_send`-ed to every matching client's bounded
+//! queue. A client whose queue is full (it stopped reading) is disconnected instead of slowing anyone else down; a
+//! writer that cannot flush a frame within `write_timeout` is disconnected too. Requests from one client are
+//! handled in order, one at a time, so sends from one client reach the sidechannel in the order they were written.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_tungstenite::tokio::{accept_async_with_config, TokioAdapter};
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Message, Utf8Bytes};
+use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::backend::{Backend, DynBackend};
+use crate::error::{BridgeError, ErrorCode};
+use crate::filter::{Filter, FilterScope};
+use crate::protocol::{encode_reply, parse_frame, DecodeError, Event, Hello, ServerMessage};
+use crate::session::{
+    error, Call, CloseReason, Outcome, RateLimiter, Session, SessionConfig, Step,
+};
+
+/// The reference's default port.
+pub const DEFAULT_PORT: u16 = 49222;
+/// Default cap on one incoming frame/message: 1 MiB of payload plus 64 KiB for the JSON envelope.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024 + 64 * 1024;
+
+/// Per-client command rate limit (token bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained commands per second.
+    pub per_second: u32,
+    /// Commands allowed in a burst.
+    pub burst: u32,
+}
+
+/// Bridge settings. `Default` gives the reference's defaults plus our bounds; a token must still be set.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Bind host (`--sc-bridge-host`, default `127.0.0.1`).
+    pub host: String,
+    /// Bind port (`--sc-bridge-port`, default 49222; 0 picks a free port).
+    pub port: u16,
+    /// Shared secret (`--sc-bridge-token`). Required unless `require_auth` is false; empty counts as unset.
+    pub token: Option<String>,
+    /// Whether clients must `auth` before anything else (default true; the reference binary always sets true).
+    pub require_auth: bool,
+    /// Whether the `cli` command is served (`--sc-bridge-cli`, default false).
+    pub cli_enabled: bool,
+    /// Default word filter for new clients (`--sc-bridge-filter`).
+    pub filter: String,
+    /// Channels the filters apply to (`--sc-bridge-filter-channel`); `None` = all channels.
+    pub filter_channels: Option<Vec<String>>,
+    /// Startup info returned by `info`; when `None`, [`Backend::info`] is asked.
+    pub info: Option<Value>,
+    /// Largest accepted incoming frame or message, in bytes. Larger ones get `frame_too_large` and a close (1009).
+    pub max_frame_bytes: usize,
+    /// Concurrent connections (including ones still handshaking). Extra TCP connections are closed at once.
+    pub max_clients: usize,
+    /// Outbound frames queued per client before it is disconnected as a slow consumer.
+    pub outbound_queue: usize,
+    /// Unauthenticated clients are closed after this long (`auth_timeout` error); `None` disables.
+    pub auth_timeout: Option<Duration>,
+    /// The HTTP upgrade must complete within this time.
+    pub handshake_timeout: Duration,
+    /// A single outbound frame must be flushed within this time or the client is disconnected.
+    pub write_timeout: Duration,
+    /// A backend call taking longer is answered with a `timeout` error.
+    pub backend_timeout: Duration,
+    /// Per-client command rate limit; `None` disables.
+    pub rate_limit: Option<RateLimit>,
+    /// Subscribed channels per client.
+    pub max_subscriptions: usize,
+    /// Wrong tokens tolerated per connection before it is closed; 0 disables the cap.
+    pub max_auth_failures: u32,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            host: "127.0.0.1".to_owned(),
+            port: DEFAULT_PORT,
+            token: None,
+            require_auth: true,
+            cli_enabled: false,
+            filter: String::new(),
+            filter_channels: None,
+            info: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_clients: 256,
+            outbound_queue: 512,
+            auth_timeout: Some(Duration::from_secs(30)),
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            backend_timeout: Duration::from_secs(60),
+            rate_limit: Some(RateLimit {
+                per_second: 100,
+                burst: 200,
+            }),
+            max_subscriptions: 1024,
+            max_auth_failures: 5,
+        }
+    }
+}
+
+/// What one [`Publisher::publish`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// Clients the event was queued for.
+    pub delivered: usize,
+    /// Ready clients skipped by their subscription or filter.
+    pub filtered: usize,
+    /// Clients disconnected because their queue was full.
+    pub disconnected: usize,
+}
+
+/// Frames queued for a client's writer task.
+#[derive(Debug)]
+enum Outbound {
+    Text(Utf8Bytes),
+    Close(CloseCode, &'static str),
+}
+
+/// One connected client as seen by the publish path.
+struct ClientHandle {
+    session: Mutex<Session>,
+    tx: mpsc::Sender<Outbound>,
+    kicked: AtomicBool,
+    kick_notify: Notify,
+}
+
+impl ClientHandle {
+    fn session(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::SeqCst);
+        self.kick_notify.notify_waiters();
+    }
+
+    async fn kicked(&self) {
+        loop {
+            let notified = self.kick_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.kicked.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// State shared by the accept loop, the connections and every [`Publisher`].
+struct Shared {
+    scope: FilterScope,
+    clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+}
+
+impl Shared {
+    fn clients(&self) -> MutexGuard<'_, HashMap<u64, Arc<ClientHandle>>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A cheap, cloneable handle for the runtime to push events to clients. Never blocks.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Delivers an event to every authenticated client whose subscription (and, for messages, filter) matches.
+    pub fn publish(&self, event: Event) -> PublishReport {
+        let (channel, haystack, body) = match event {
+            Event::Message(m) => {
+                let channel = m.channel.clone();
+                let haystack = m.filter_text().to_lowercase();
+                (
+                    Some(channel),
+                    Some(haystack),
+                    encode_reply(None, &ServerMessage::SidechannelMessage(m)),
+                )
+            }
+            Event::Drop(d) => (
+                Some(d.channel.clone()),
+                None,
+                encode_reply(None, &ServerMessage::SidechannelDrop(d)),
+            ),
+            Event::Other { channel, body } => (channel, None, body.to_string()),
+        };
+        let text = Utf8Bytes::from(body);
+        let mut report = PublishReport::default();
+        let clients = self.shared.clients();
+        for client in clients.values() {
+            if client.kicked.load(Ordering::Relaxed) {
+                continue;
+            }
+            {
+                let session = client.session();
+                if !session.is_ready() {
+                    continue;
+                }
+                if !session.should_emit(&self.shared.scope, channel.as_deref(), haystack.as_deref())
+                {
+                    report.filtered += 1;
+                    continue;
+                }
+            }
+            match client.tx.try_send(Outbound::Text(text.clone())) {
+                Ok(()) => report.delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        "sc-bridge: client outbound queue full; disconnecting slow consumer"
+                    );
+                    client.kick();
+                    report.disconnected += 1;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        report
+    }
+
+    /// Number of connected (handshaken) clients.
+    pub fn client_count(&self) -> usize {
+        self.shared.clients().len()
+    }
+}
+
+/// Everything a connection task needs.
+struct ConnCtx {
+    session_cfg: SessionConfig,
+    cfg: BridgeConfig,
+    ws_cfg: WebSocketConfig,
+    shared: Arc<Shared>,
+    backend: Arc<dyn DynBackend>,
+    cli_lock: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+}
+
+/// A running SC-Bridge server.
+pub struct Bridge {
+    local_addr: SocketAddr,
+    publisher: Publisher,
+    shutdown_tx: watch::Sender<bool>,
+    accept_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bridge {
+    /// Validates the config, binds the listener and starts accepting clients. Must be called inside a tokio runtime.
+    pub async fn bind(config: BridgeConfig, backend: impl Backend) -> Result<Bridge, BridgeError> {
+        let mut config = config;
+        config.token = config.token.filter(|t| !t.is_empty());
+        if config.require_auth && config.token.is_none() {
+            return Err(BridgeError::MissingToken);
+        }
+        if config.max_clients == 0 {
+            return Err(BridgeError::InvalidConfig("max_clients must be at least 1"));
+        }
+        if config.outbound_queue == 0 {
+            return Err(BridgeError::InvalidConfig(
+                "outbound_queue must be at least 1",
+            ));
+        }
+        if config.max_frame_bytes < 1024 {
+            return Err(BridgeError::InvalidConfig(
+                "max_frame_bytes must be at least 1024",
+            ));
+        }
+        if config
+            .rate_limit
+            .is_some_and(|r| r.per_second == 0 || r.burst == 0)
+        {
+            return Err(BridgeError::InvalidConfig(
+                "rate_limit values must be at least 1",
+            ));
+        }
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .map_err(|source| BridgeError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BridgeError::Bind { addr, source })?;
+
+        let shared = Arc::new(Shared {
+            scope: FilterScope::from_channels(config.filter_channels.as_deref()),
+            clients: Mutex::new(HashMap::new()),
+        });
+        let session_cfg = SessionConfig {
+            token: config.token.clone(),
+            require_auth: config.require_auth,
+            cli_enabled: config.cli_enabled,
+            default_filter_raw: config.filter.clone(),
+            default_filter: Filter::parse(&config.filter),
+            max_subscriptions: config.max_subscriptions,
+            max_auth_failures: config.max_auth_failures,
+        };
+        let ws_cfg = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
+            .write_buffer_size(16 * 1024)
+            .max_message_size(Some(config.max_frame_bytes))
+            .max_frame_size(Some(config.max_frame_bytes));
+        let ctx = Arc::new(ConnCtx {
+            session_cfg,
+            ws_cfg,
+            shared: shared.clone(),
+            backend: Arc::new(backend),
+            cli_lock: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(1),
+            cfg: config,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(listener, ctx, shutdown_rx));
+        tracing::info!(%local_addr, "sc-bridge listening");
+        Ok(Bridge {
+            local_addr,
+            publisher: Publisher { shared },
+            shutdown_tx,
+            accept_task: Some(accept_task),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle the runtime keeps to publish events.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Publishes an event (see [`Publisher::publish`]).
+    pub fn publish(&self, event: Event) -> PublishReport {
+        self.publisher.publish(event)
+    }
+
+    /// Number of connected (handshaken) clients.
+    pub fn client_count(&self) -> usize {
+        self.publisher.client_count()
+    }
+
+    /// Stops accepting, sends every client a close frame (1001) and waits briefly for connections to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(task) = self.accept_task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+    }
+}
+
+/// How long connections get to say goodbye on shutdown before they are aborted.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a closing connection's writer may take to flush its last frames.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ConnCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(ctx.cfg.max_clients));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        conns.spawn(serve_conn(tcp, peer, ctx.clone(), shutdown.clone(), permit));
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "sc-bridge: max_clients reached; closing connection");
+                        drop(tcp);
+                    }
+                },
+                Err(e) => {
+                    // e.g. EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "sc-bridge: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+    tracing::info!("sc-bridge stopped");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+type Sender = WebSocketSender<TokioAdapter<TcpStream>>;
+type Receiver = WebSocketReceiver<TokioAdapter<TcpStream>>;
+
+async fn writer(
+    mut sink: Sender,
+    mut rx: mpsc::Receiver<Outbound>,
+    client: Arc<ClientHandle>,
+    write_timeout: Duration,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outbound::Text(text) => {
+                match tokio::time::timeout(write_timeout, sink.send(Message::Text(text))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "sc-bridge: write failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!("sc-bridge: write timed out; disconnecting slow consumer");
+                        break;
+                    }
+                }
+            }
+            Outbound::Close(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                let _ = tokio::time::timeout(write_timeout, sink.close(Some(frame))).await;
+                break;
+            }
+        }
+    }
+    client.kick();
+}
+
+/// Why the read loop ended.
+enum End {
+    Done,
+    Close(CloseCode, &'static str),
+}
+
+async fn serve_conn(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ConnCtx>,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = tcp.set_nodelay(true);
+    let ws = match tokio::time::timeout(
+        ctx.cfg.handshake_timeout,
+        accept_async_with_config(tcp, Some(ctx.ws_cfg)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "sc-bridge: handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "sc-bridge: handshake timed out");
+            return;
+        }
+    };
+    let (sink, stream) = ws.split();
+    let (tx, rx) = mpsc::channel(ctx.cfg.outbound_queue);
+    let client = Arc::new(ClientHandle {
+        session: Mutex::new(Session::new(&ctx.session_cfg)),
+        tx,
+        kicked: AtomicBool::new(false),
+        kick_notify: Notify::new(),
+    });
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut writer_task = tokio::spawn(writer(sink, rx, client.clone(), ctx.cfg.write_timeout));
+    // `hello` is queued before the client is registered, so no event can overtake it.
+    let hello = ServerMessage::Hello(hello(&ctx));
+    if client
+        .tx
+        .try_send(Outbound::Text(encode_reply(None, &hello).into()))
+        .is_err()
+    {
+        writer_task.abort();
+        return;
+    }
+    ctx.shared.clients().insert(id, client.clone());
+    tracing::debug!(%peer, id, "sc-bridge: client connected");
+
+    let end = read_loop(&ctx, &client, stream, &mut shutdown).await;
+
+    ctx.shared.clients().remove(&id);
+    if let End::Close(code, reason) = end {
+        if !client.kicked.load(Ordering::SeqCst) {
+            let _ = client.tx.try_send(Outbound::Close(code, reason));
+        }
+    }
+    // The writer ends once the queue is drained (or on its first failure); a kicked client gets no grace.
+    let grace = if client.kicked.load(Ordering::SeqCst) {
+        Duration::ZERO
+    } else {
+        CLOSE_GRACE
+    };
+    drop(client);
+    if tokio::time::timeout(grace, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
+    tracing::debug!(%peer, id, "sc-bridge: client disconnected");
+}
+
+/// Queues a frame for the writer, giving up if the client is kicked meanwhile.
+async fn enqueue(client: &ClientHandle, out: Outbound) -> bool {
+    tokio::select! {
+        res = client.tx.send(out) => res.is_ok(),
+        _ = client.kicked() => false,
+    }
+}
+
+async fn read_loop(
+    ctx: &ConnCtx,
+    client: &ClientHandle,
+    mut stream: Receiver,
+    shutdown: &mut watch::Receiver<bool>,
+) -> End {
+    let started = tokio::time::Instant::now();
+    let auth_deadline = ctx.cfg.auth_timeout.map(|t| started + t);
+    let mut limiter = ctx
+        .cfg
+        .rate_limit
+        .map(|r| RateLimiter::new(r.per_second, r.burst, Instant::now()));
+
+    loop {
+        let authed = client.session().is_authed();
+        let frame = tokio::select! {
+            biased;
+            _ = shutdown_signal(shutdown) => return End::Close(CloseCode::Away, "shutting down"),
+            _ = client.kicked() => return End::Done,
+            _ = sleep_until_opt(auth_deadline), if !authed => {
+                let msg = error(ErrorCode::AuthTimeout, "Auth timeout.");
+                enqueue(client, Outbound::Text(encode_reply(None, &msg).into())).await;
+                return End::Close(CloseCode::Policy, "auth timeout");
+            }
+            frame = stream.next() => frame,
+        };
+        let text = match frame {
+            None => return End::Done,
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                tracing::debug!(size, max_size, "sc-bridge: frame too large");
+                let msg = error(
+                    ErrorCode::FrameTooLarge,
+                    format!("Frame too large ({size} bytes; max {max_size})."),
+                );
+                enqueue(client, Outbound::Text(encode_reply(None, &msg).into())).await;
+                return End::Close(CloseCode::Size, "frame too large");
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "sc-bridge: read failed");
+                return End::Done;
+            }
+            Some(Ok(Message::Text(t))) => t,
+            // The reference decodes binary frames as UTF-8 text, so we accept JSON in binary frames as well.
+            Some(Ok(Message::Binary(b))) => match Utf8Bytes::try_from(b) {
+                Ok(t) => t,
+                Err(_) => {
+                    let msg = error(ErrorCode::InvalidJson, DecodeError::InvalidJson.to_string());
+                    if !enqueue(client, Outbound::Text(encode_reply(None, &msg).into())).await {
+                        return End::Done;
+                    }
+                    continue;
+                }
+            },
+            Some(Ok(Message::Close(_))) => return End::Done,
+            Some(Ok(_)) => continue, // ping/pong are answered by tungstenite
+        };
+
+        let parsed = parse_frame(text.as_str());
+        let limited = limiter.as_mut().is_some_and(|l| !l.allow(Instant::now()));
+        let (reply_id, step) = match parsed {
+            Err(e) => (None, Step::Reply(error(e.code(), e.to_string()))),
+            Ok(req) if limited => (
+                req.id,
+                Step::Reply(error(ErrorCode::RateLimited, "Rate limited.")),
+            ),
+            Ok(req) => {
+                let id = req.id.clone();
+                let ready = ctx.backend.is_ready();
+                let step = client
+                    .session()
+                    .handle(&ctx.session_cfg, req, ready, now_ms());
+                (id, step)
+            }
+        };
+        let (reply, close) = match step {
+            Step::Reply(m) => (m, None),
+            Step::ReplyAndClose(m, reason) => (m, Some(reason)),
+            Step::Call(call) => {
+                let outcome = tokio::select! {
+                    biased;
+                    _ = shutdown_signal(shutdown) => return End::Close(CloseCode::Away, "shutting down"),
+                    _ = client.kicked() => return End::Done,
+                    outcome = run_call(ctx, call.clone()) => outcome,
+                };
+                (client.session().finish(call, outcome), None)
+            }
+        };
+        if !enqueue(
+            client,
+            Outbound::Text(encode_reply(reply_id.as_ref(), &reply).into()),
+        )
+        .await
+        {
+            return End::Done;
+        }
+        if let Some(CloseReason::TooManyAuthFailures) = close {
+            return End::Close(CloseCode::Policy, "too many auth failures");
+        }
+    }
+}
+
+async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
+    // Resolves when shutdown was requested or the Bridge was dropped.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hello(ctx: &ConnCtx) -> Hello {
+    let id = ctx.backend.identity();
+    Hello {
+        peer: id.peer,
+        address: id.address,
+        entry_channel: id.entry_channel,
+        filter: ctx.session_cfg.default_filter_raw.clone(),
+        requires_auth: ctx.session_cfg.require_auth,
+    }
+}
+
+async fn run_call(ctx: &ConnCtx, call: Call) -> Outcome {
+    let backend = &ctx.backend;
+    let fut = async {
+        match call {
+            Call::Send(req) => match backend.send(req).await {
+                Ok(report) => Outcome::Sent(report),
+                Err(e) => Outcome::Failed(e),
+            },
+            Call::Join(req) => match backend.join(req).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed(e),
+            },
+            Call::Leave(channel) => match backend.leave(channel).await {
+                Ok(ok) => Outcome::Left(ok),
+                Err(e) => Outcome::Failed(e),
+            },
+            Call::Open(req) => match backend.open(req).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed(e),
+            },
+            Call::Stats => match backend.stats().await {
+                Ok(stats) => Outcome::Stats(stats),
+                Err(e) => Outcome::Failed(e),
+            },
+            Call::Info => Outcome::Info(ctx.cfg.info.clone().or_else(|| backend.info())),
+            Call::Cli(command) => {
+                // The reference runs CLI commands one at a time (its `cliQueue`).
+                let _guard = ctx.cli_lock.lock().await;
+                Outcome::Cli(backend.cli(command).await)
+            }
+        }
+    };
+    tokio::time::timeout(ctx.cfg.backend_timeout, fut)
+        .await
+        .unwrap_or(Outcome::TimedOut)
+}
