@@ -5,6 +5,11 @@
 //! Datagrams whose first byte is neither 0x03 nor 0x13 are not dht-rpc; they go to the
 //! foreign handler (the UDX stream layer multiplexes its packets over the same sockets)
 //! and [`Dht::send_raw`] sends arbitrary bytes from either socket.
+//!
+//! [`Dht::with_external_io`] starts the same driver without sockets of its own, the way
+//! JS dht-rpc runs on udx-native sockets: the layer above owns the UDP sockets (HyperDHT
+//! puts UDX streams and the DHT on one socket), feeds received dht-rpc datagrams in with
+//! [`Dht::inject_datagram`] and sends what the node asks through a [`SendFn`].
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -133,6 +138,18 @@ enum Command {
     SendRaw(Transmit),
     Inject(SocketKind, SocketAddrV4, Vec<u8>),
     Destroy(oneshot::Sender<()>),
+}
+
+/// How a driver without sockets of its own ([`Dht::with_external_io`]) sends a datagram.
+/// Called on the driver task: it must not block (UDP semantics: drop when it cannot send).
+pub type SendFn = Arc<dyn Fn(&Transmit) + Send + Sync>;
+
+/// The sockets the driver reads and writes.
+enum Sockets {
+    /// Bound by [`Dht::bind`].
+    Owned { client: UdpSocket, server: UdpSocket },
+    /// Owned by the layer above ([`Dht::with_external_io`]).
+    External(SendFn),
 }
 
 struct Inner {
@@ -292,6 +309,40 @@ impl Dht {
             v4(server.local_addr()?).ok_or_else(|| std::io::Error::other("not ipv4"))?;
         let client_addr =
             v4(client.local_addr()?).ok_or_else(|| std::io::Error::other("not ipv4"))?;
+        Ok(Self::start(
+            config,
+            Sockets::Owned { client, server },
+            server_addr,
+            client_addr,
+        ))
+    }
+
+    /// Starts a node whose sockets someone else owns: `server_addr` and `client_addr` are
+    /// their local addresses, datagrams received on them come in through
+    /// [`Dht::inject_datagram`] (as [`SocketKind::Server`] / [`SocketKind::Client`]), and
+    /// everything the node sends, from any [`SocketKind`], goes to `send`.
+    pub fn with_external_io(
+        config: Config,
+        server_addr: SocketAddrV4,
+        client_addr: SocketAddrV4,
+        send: SendFn,
+    ) -> Dht {
+        Self::start(config, Sockets::External(send), server_addr, client_addr)
+    }
+
+    fn start(
+        mut config: Config,
+        sockets: Sockets,
+        server_addr: SocketAddrV4,
+        client_addr: SocketAddrV4,
+    ) -> Dht {
+        // A bootstrapper asked for port 0 learns its port only now; its public address
+        // (and so its node id) must carry the port it really got.
+        if let Some(public) = config.public_address.as_mut() {
+            if public.port() == 0 {
+                public.set_port(server_addr.port());
+            }
+        }
         let start = Instant::now();
         let node = DhtNode::new(config, server_addr.port(), 0);
         let (status_tx, status_rx) = watch::channel(Status::of(&node));
@@ -299,8 +350,7 @@ impl Dht {
         let driver = Driver {
             node,
             start,
-            client,
-            server,
+            sockets,
             cmd: cmd_rx,
             status: status_tx,
             requests: HashMap::new(),
@@ -313,7 +363,7 @@ impl Dht {
             raw_queue: Vec::new(),
         };
         tokio::spawn(driver.run());
-        Ok(Dht {
+        Dht {
             inner: Arc::new(Inner {
                 cmd: cmd_tx,
                 status: status_rx,
@@ -321,7 +371,7 @@ impl Dht {
                 server_addr,
                 next_handle: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     async fn send(&self, cmd: Command) -> Result<(), DhtError> {
@@ -557,8 +607,7 @@ impl Dht {
 struct Driver {
     node: DhtNode,
     start: Instant,
-    client: UdpSocket,
-    server: UdpSocket,
+    sockets: Sockets,
     cmd: mpsc::Receiver<Command>,
     status: watch::Sender<Status>,
     requests: HashMap<RequestId, oneshot::Sender<Result<Reply, RequestError>>>,
@@ -569,6 +618,17 @@ struct Driver {
     other_sink: Option<mpsc::Sender<Transmit>>,
     destroy_waiters: Vec<oneshot::Sender<()>>,
     raw_queue: Vec<Transmit>,
+}
+
+/// Receives from `socket`, or never when there is none.
+async fn recv_from(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 struct QueryChannels {
@@ -594,13 +654,17 @@ impl Driver {
                 || self.start + Duration::from_secs(3600),
                 |t| self.start + Duration::from_millis(t),
             );
+            let (client, server) = match &self.sockets {
+                Sockets::Owned { client, server } => (Some(client), Some(server)),
+                Sockets::External(_) => (None, None),
+            };
             tokio::select! {
-                r = self.client.recv_from(&mut client_buf) => {
+                r = recv_from(client, &mut client_buf) => {
                     if let Ok((n, from)) = r {
                         self.on_datagram(SocketKind::Client, from, &client_buf[..n]);
                     }
                 }
-                r = self.server.recv_from(&mut server_buf) => {
+                r = recv_from(server, &mut server_buf) => {
                     if let Ok((n, from)) = r {
                         self.on_datagram(SocketKind::Server, from, &server_buf[..n]);
                     }
@@ -739,9 +803,16 @@ impl Driver {
     }
 
     async fn send_datagram(&mut self, t: Transmit) {
+        let (client, server) = match &self.sockets {
+            Sockets::Owned { client, server } => (client, server),
+            Sockets::External(send) => {
+                send(&t);
+                return;
+            }
+        };
         let socket = match t.socket {
-            SocketKind::Client => &self.client,
-            SocketKind::Server => &self.server,
+            SocketKind::Client => client,
+            SocketKind::Server => server,
             SocketKind::Other(_) => {
                 if let Some(sink) = &self.other_sink {
                     let _ = sink.try_send(t);

@@ -53,7 +53,7 @@ mod query;
 pub mod rng;
 pub mod routing;
 
-pub use driver::{Dht, DhtError, ForeignDatagram, QueryStream, RequestHandle};
+pub use driver::{Dht, DhtError, ForeignDatagram, QueryStream, RequestHandle, SendFn};
 pub use messages::{fuzz_decode, node_id, NodeId};
 pub use node::{
     Config, DhtEvent, DhtNode, IncomingRequest, NodeFilter, Peer, QueryError, QueryId, QuerySpec,

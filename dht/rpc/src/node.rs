@@ -414,7 +414,8 @@ impl Default for Config {
 
 impl Config {
     /// `DHT.bootstrapper(port, host)`: a persistent, unfirewalled node on a fixed port that
-    /// knows its public address and has no bootstrap nodes.
+    /// knows its public address and has no bootstrap nodes. Port 0 binds any free port
+    /// and takes the bound one as the public port (what tests want: no bind races).
     pub fn bootstrapper(port: u16, host: Ipv4Addr) -> Self {
         Config {
             port,

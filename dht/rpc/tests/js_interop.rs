@@ -160,17 +160,13 @@ async fn js_testnet_accepts_our_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_nodes_bootstrap_from_our_bootstrapper() {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let boot = Dht::bind(Config {
         host: Ipv4Addr::LOCALHOST,
-        ..Config::bootstrapper(port, Ipv4Addr::LOCALHOST)
+        ..Config::bootstrapper(0, Ipv4Addr::LOCALHOST)
     })
     .await
     .unwrap();
+    let port = boot.local_addr().port();
     boot.bootstrapped().await.unwrap();
     let mut child = spawn_js("join", port);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

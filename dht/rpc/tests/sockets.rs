@@ -9,11 +9,6 @@ use intercom_dht_rpc::{node_id, Config, Dht, QuerySpec, ReplyOptions, RequestSpe
 
 const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-fn free_port() -> u16 {
-    let s = std::net::UdpSocket::bind((HOST, 0)).expect("bind probe socket");
-    s.local_addr().map(|a| a.port()).unwrap_or(0)
-}
-
 async fn timeout<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
@@ -21,14 +16,13 @@ async fn timeout<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 async fn testnet(size: usize) -> (Vec<Dht>, SocketAddrV4) {
-    let port = free_port();
-    let boot = SocketAddrV4::new(HOST, port);
     let first = Dht::bind(Config {
         host: HOST,
-        ..Config::bootstrapper(port, HOST)
+        ..Config::bootstrapper(0, HOST)
     })
     .await
     .expect("bind bootstrapper");
+    let boot = first.local_addr();
     timeout(first.bootstrapped()).await.expect("bootstrapped");
     assert_eq!(first.local_addr(), boot);
     assert_eq!(first.id(), Some(node_id(&boot)));
