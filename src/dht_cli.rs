@@ -138,7 +138,7 @@ fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn hex32(what: &str, s: &str) -> anyhow::Result<[u8; 32]> {
+pub(crate) fn hex32(what: &str, s: &str) -> anyhow::Result<[u8; 32]> {
     let bytes = hex::decode(s.trim()).with_context(|| format!("--{what}: not valid hex: {s:?}"))?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
         anyhow::anyhow!(
@@ -183,7 +183,7 @@ async fn parse_node(s: &str) -> anyhow::Result<SocketAddrV4> {
     bail!("bootstrap node {s:?}: {host:?} has no IPv4 address")
 }
 
-async fn parse_nodes(list: &[String]) -> anyhow::Result<Vec<SocketAddrV4>> {
+pub(crate) async fn parse_nodes(list: &[String]) -> anyhow::Result<Vec<SocketAddrV4>> {
     let mut out = Vec::with_capacity(list.len());
     for s in list.iter().filter(|s| !s.trim().is_empty()) {
         out.push(parse_node(s).await?);
@@ -191,7 +191,7 @@ async fn parse_nodes(list: &[String]) -> anyhow::Result<Vec<SocketAddrV4>> {
     Ok(out)
 }
 
-fn default_host(bootstrap: &[SocketAddrV4]) -> Ipv4Addr {
+pub(crate) fn default_host(bootstrap: &[SocketAddrV4]) -> Ipv4Addr {
     if !bootstrap.is_empty() && bootstrap.iter().all(|a| a.ip().is_loopback()) {
         Ipv4Addr::LOCALHOST
     } else {

@@ -3,6 +3,7 @@
 
 mod demo;
 mod dht_cli;
+mod swarm_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Command {
     DhtNode(dht_cli::DhtNodeArgs),
     /// HyperDHT diagnostics: lookup, announce, immutable/mutable put and get (JSON lines).
     Dht(dht_cli::DhtArgs),
+    /// Hyperswarm tools: `swarm pipe` pipes stdin/stdout through a topic's first connection.
+    Swarm(swarm_cli::SwarmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +37,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::DhtNode(args) => dht_cli::run_node(args).await,
             Command::Dht(args) => dht_cli::run(args).await,
+            Command::Swarm(args) => swarm_cli::run(args).await,
         }
     })
 }

@@ -22,18 +22,43 @@
 //! that serves the records and runs lookup / announce / unannounce / findPeer /
 //! immutable and mutable get and put with the JS semantics.
 //!
+//! Connections ([`HyperDht::listen`] / [`HyperDht::connect`]):
+//!
+//! * [`socket`]: the node's UDP sockets, shared by dht-rpc and UDX streams;
+//! * [`noise_wrap`]: the Noise IK handshake with its payloads;
+//! * [`nat`] and [`holepunch`]: NAT sampling (pure) and the punching strategies;
+//! * [`server`] (with its announcer) and [`connect`]: the two sides of a connection;
+//! * [`connection`]: the secret-stream over the UDX stream that both hand out.
+//!
 //! Not here: the dht-rpc transport, routing table and queries (the `intercom-dht-rpc`
-//! crate) and the connect / server / holepunch state machines.
+//! crate) and the swarm (`intercom-swarm`).
 
 #![forbid(unsafe_code)]
 
+mod announcer;
+pub mod connect;
+pub mod connection;
 pub mod constants;
+mod context;
 pub mod crypto;
+pub mod fuzz;
+pub mod holepunch;
 pub mod messages;
+pub mod nat;
 pub mod node;
+pub mod noise_wrap;
 pub mod ops;
 pub mod router;
+pub mod server;
+pub mod socket;
 pub mod store;
+
+pub use connect::{ConnectError, ConnectOptions};
+pub use connection::{Connection, ConnectionHandle, ConnectionInfo, RawReader, RawWriter};
+pub use context::{is_bogon, is_private, is_reserved, match_address};
+pub use fuzz::{fuzz_handshake, fuzz_holepunch};
+pub use noise_wrap::NoiseWrap;
+pub use server::{ListenOptions, Server, ServerFirewall};
 
 pub use constants::{Command, NS};
 pub use messages::fuzz_decode_all;

@@ -14,8 +14,13 @@
 //! construction, reply mapping and the mutable "latest" choice are the pure functions of
 //! [`crate::ops`].
 //!
-//! Differences from JS: PLUGIN requests are dropped (no plugin API yet); a local server's
-//! handshakes ([`RouteAction::Server`]) are dropped until the server state machine lands;
+//! Connections: the node's UDP sockets are [`crate::socket::Sockets`], shared by dht-rpc
+//! (run with [`Dht::with_external_io`]) and the UDX streams of connections, as in JS.
+//! [`HyperDht::listen`] starts a [`Server`] (its handshakes and holepunch rounds arrive
+//! as [`RouteAction::Server`] and are answered on a task of their own) and
+//! [`HyperDht::connect`] connects to one.
+//!
+//! Differences from JS: PLUGIN requests are dropped (no plugin API yet);
 //! [`HyperDhtConfig::new`] binds any free port rather than 49737; commits to closest nodes
 //! that handed out no token count as failed without being sent (JS sends them and lets
 //! them time out).
@@ -26,15 +31,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use intercom_crypto::KeyPair;
 use intercom_dht_rpc::driver::Status;
+use intercom_dht_rpc::SocketKind;
 use intercom_dht_rpc::{
     Config, Dht, DhtError, Peer as NodeRef, QuerySpec, QueryStream, Reply, ReplyOptions,
     RequestHandle, RequestOptions, RequestSpec,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::connect::{ConnectError, ConnectOptions};
+use crate::connection::Connection;
+use crate::constants::mode::{FROM_CLIENT, FROM_RELAY, FROM_SECOND_RELAY, FROM_SERVER, REPLY};
 use crate::constants::Command;
+use crate::context::NodeCtx;
 use crate::crypto::hash;
+use crate::messages::{Handshake, Holepunch, Peer};
 use crate::ops::{
     announce_request, immutable_put_request, map_find_peer, map_immutable, map_lookup, map_mutable,
     mutable_get_value, mutable_put_request, sign_mutable_put, unannounce_request, verify_immutable,
@@ -42,10 +53,17 @@ use crate::ops::{
     MutableSelector, MutableStep,
 };
 use crate::router::{route_handshake, route_holepunch, RouteAction};
-use crate::store::{Dispatch, RecordStore, Request, Response, StoreConfig, StoreSizes};
+use crate::server::{ListenOptions, Server, ServerInner, ServerTable};
+use crate::socket::{Sockets, SocketsConfig};
+use crate::store::{Dispatch, Forward, RecordStore, Request, Response, StoreConfig, StoreSizes};
+use intercom_encoding::{decode, encode};
 
 /// Default bound of the incoming request queue.
 pub const DEFAULT_REQUEST_QUEUE: usize = 1024;
+/// Server handshake / holepunch requests handled at once; more are dropped.
+const MAX_SERVER_TASKS: usize = 256;
+/// Least time between two punches through random NATs (`randomPunchInterval`).
+pub const RANDOM_PUNCH_INTERVAL: Duration = Duration::from_secs(20);
 /// Longest sleep of the GC timer when no cache clock is running yet.
 const IDLE_GC_CHECK: Duration = Duration::from_secs(60);
 
@@ -62,6 +80,12 @@ pub enum HyperDhtError {
     /// Every commit request failed.
     #[error("every commit request failed")]
     CommitFailed,
+    /// Binding the sockets failed.
+    #[error("socket: {0}")]
+    Socket(#[from] intercom_udx::UdxError),
+    /// A server of this node already listens on the key (`KEYPAIR_ALREADY_USED`).
+    #[error("already listening on this key pair")]
+    AlreadyListening,
 }
 
 /// Configuration of a [`HyperDht`].
@@ -74,6 +98,10 @@ pub struct HyperDhtConfig {
     pub store: StoreConfig,
     /// Bound of the queue of incoming requests waiting to be served (excess is dropped).
     pub request_queue: usize,
+    /// UDX settings of the node's sockets (connections' streams).
+    pub udx: intercom_udx::SocketConfig,
+    /// Least time between two punches through random NATs.
+    pub random_punch_interval: Duration,
 }
 
 impl HyperDhtConfig {
@@ -86,6 +114,8 @@ impl HyperDhtConfig {
             },
             store: StoreConfig::default(),
             request_queue: DEFAULT_REQUEST_QUEUE,
+            udx: intercom_udx::SocketConfig::default(),
+            random_punch_interval: RANDOM_PUNCH_INTERVAL,
         }
     }
 
@@ -99,6 +129,8 @@ impl HyperDhtConfig {
             },
             store: StoreConfig::default(),
             request_queue: DEFAULT_REQUEST_QUEUE,
+            udx: intercom_udx::SocketConfig::default(),
+            random_punch_interval: RANDOM_PUNCH_INTERVAL,
         }
     }
 }
@@ -224,6 +256,8 @@ impl Default for MutableGetOptions {
 struct Inner {
     dht: Dht,
     store: Arc<Mutex<RecordStore>>,
+    ctx: Arc<NodeCtx>,
+    servers: Arc<ServerTable>,
 }
 
 /// A running HyperDHT node. Cheap to clone; it stops on [`HyperDht::destroy`] or when
@@ -252,6 +286,12 @@ fn lock(store: &Mutex<RecordStore>) -> MutexGuard<'_, RecordStore> {
     store.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn lock_servers(
+    s: &ServerTable,
+) -> MutexGuard<'_, std::collections::HashMap<[u8; 32], std::sync::Weak<ServerInner>>> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn closest_nodes(replies: &[Reply]) -> Vec<NodeRef> {
     replies.iter().map(|r| r.from).collect()
 }
@@ -262,12 +302,40 @@ impl HyperDht {
         if config.dht.filter_node.is_none() {
             config.dht.filter_node = Some(Arc::new(js_filter_node));
         }
-        let dht = Dht::bind(config.dht).await?;
+        let sockets = Sockets::bind(SocketsConfig {
+            host: config.dht.host,
+            port: config.dht.port,
+            any_port: config.dht.any_port,
+            udx: config.udx.clone(),
+        })?;
+        let dht = Dht::with_external_io(
+            config.dht,
+            sockets.server().local_addr(),
+            sockets.client().local_addr(),
+            sockets.send_fn(),
+        );
+        sockets.start(dht.clone());
+        let ctx = Arc::new(NodeCtx::new(
+            dht.clone(),
+            sockets,
+            config.random_punch_interval,
+        ));
         let store = Arc::new(Mutex::new(RecordStore::new(config.store)));
+        let servers: Arc<ServerTable> = Arc::default();
         let requests = dht.incoming_requests(config.request_queue).await?;
-        tokio::spawn(serve(requests, dht.watch_status(), store.clone()));
+        tokio::spawn(serve(
+            requests,
+            dht.watch_status(),
+            store.clone(),
+            servers.clone(),
+        ));
         Ok(HyperDht {
-            inner: Arc::new(Inner { dht, store }),
+            inner: Arc::new(Inner {
+                dht,
+                store,
+                ctx,
+                servers,
+            }),
         })
     }
 
@@ -279,6 +347,73 @@ impl HyperDht {
     /// The dht-rpc node underneath (addresses, status, `bootstrapped()`, `persistent()`).
     pub fn dht(&self) -> &Dht {
         &self.inner.dht
+    }
+
+    /// Our reachable address (`remoteAddress()`): when we are not firewalled and the
+    /// sampled port is our server port.
+    pub fn remote_address(&self) -> Option<SocketAddrV4> {
+        self.inner.ctx.remote_address()
+    }
+
+    /// Open holepunch sockets (the socket pool).
+    pub fn pool_sockets(&self) -> usize {
+        self.inner.ctx.sockets.pool_size()
+    }
+
+    /// `createServer().listen(keyPair)`: answers handshakes for `key_pair`'s public key
+    /// and keeps it announced under `hash(publicKey)`. Resolves after the first
+    /// announcement.
+    pub async fn listen(
+        &self,
+        key_pair: KeyPair,
+        opts: ListenOptions,
+    ) -> Result<Server, HyperDhtError> {
+        let target = hash(&key_pair.public_key);
+        let record = encode(&Peer {
+            public_key: key_pair.public_key,
+            relay_addresses: Vec::new(),
+        });
+        let (mut server, inner) = Server::new(self.inner.ctx.clone(), key_pair, target, opts);
+        {
+            let mut servers = lock_servers(&self.inner.servers);
+            servers.retain(|_, w| w.strong_count() > 0);
+            if servers.contains_key(&target) {
+                return Err(HyperDhtError::AlreadyListening);
+            }
+            servers.insert(target, Arc::downgrade(&inner));
+        }
+        lock(&self.inner.store).set_forward(
+            target,
+            Forward {
+                relay: None,
+                record,
+                local: true,
+            },
+        );
+        let (store, servers) = (
+            Arc::downgrade(&self.inner.store),
+            Arc::downgrade(&self.inner.servers),
+        );
+        server.set_on_close(Box::new(move || {
+            if let Some(s) = servers.upgrade() {
+                lock_servers(&s).remove(&target);
+            }
+            if let Some(s) = store.upgrade() {
+                lock(&s).delete_forward(&target);
+            }
+        }));
+        inner.start_announcing().await;
+        Ok(server)
+    }
+
+    /// `connect(remotePublicKey)`: finds the server, runs the handshake through its
+    /// relays, holepunches when needed and returns the opened connection.
+    pub async fn connect(
+        &self,
+        remote_public_key: [u8; 32],
+        opts: ConnectOptions,
+    ) -> Result<Connection, ConnectError> {
+        crate::connect::connect(self.inner.ctx.clone(), remote_public_key, opts).await
     }
 
     /// How many records this node stores for others.
@@ -540,7 +675,9 @@ async fn serve(
     mut requests: mpsc::Receiver<RequestHandle>,
     status: watch::Receiver<Status>,
     store: Arc<Mutex<RecordStore>>,
+    servers: Arc<ServerTable>,
 ) {
+    let tasks = Arc::new(Semaphore::new(MAX_SERVER_TASKS));
     loop {
         let sleep = {
             let now = now_ms();
@@ -550,7 +687,7 @@ async fn serve(
         };
         tokio::select! {
             req = requests.recv() => match req {
-                Some(handle) => on_request(&handle, &status, &store).await,
+                Some(handle) => on_request(&handle, &status, &store, &servers, &tasks).await,
                 None => break,
             },
             _ = tokio::time::sleep(sleep) => lock(&store).gc(now_ms()),
@@ -563,6 +700,8 @@ async fn on_request(
     handle: &RequestHandle,
     status: &watch::Receiver<Status>,
     store: &Mutex<RecordStore>,
+    servers: &ServerTable,
+    tasks: &Arc<Semaphore>,
 ) {
     let req = &handle.request;
     let now = now_ms();
@@ -624,7 +763,23 @@ async fn on_request(
                 route_holepunch
             };
             match route(req.from.addr, req.value.as_deref(), forward.as_ref()) {
-                RouteAction::Drop | RouteAction::Server => Ok(()),
+                RouteAction::Drop => Ok(()),
+                RouteAction::Server => {
+                    let server = req
+                        .target
+                        .and_then(|t| lock_servers(servers).get(&t).and_then(|w| w.upgrade()));
+                    match (server, tasks.clone().try_acquire_owned()) {
+                        (Some(server), Ok(permit)) => {
+                            let handle = handle.clone();
+                            tokio::spawn(async move {
+                                serve_server(server, handle, command).await;
+                                drop(permit);
+                            });
+                        }
+                        _ => tracing::debug!("server request dropped"),
+                    }
+                    Ok(())
+                }
                 RouteAction::Reply {
                     value,
                     to,
@@ -645,6 +800,88 @@ async fn on_request(
     };
     if let Err(e) = sent {
         tracing::debug!(error = %e, "hyperdht reply not sent");
+    }
+}
+
+/// Answers a handshake or holepunch request for a local server (the server half of
+/// `Router.onpeerhandshake` / `onpeerholepunch`).
+async fn serve_server(server: Arc<ServerInner>, handle: RequestHandle, command: Command) {
+    let req = &handle.request;
+    let Some(value) = req.value.as_deref() else {
+        return;
+    };
+    let opts = |socket: Option<SocketKind>| ReplyOptions {
+        token: false,
+        closer_nodes: false,
+        to: None,
+        socket,
+    };
+    let sent = if command == Command::PeerHandshake {
+        let Ok(hs) = decode::<Handshake>(value) else {
+            return;
+        };
+        let Some(reply) = server
+            .on_handshake(hs.noise, hs.peer_address, req.from.addr, req.to, req.socket)
+            .await
+        else {
+            return;
+        };
+        let msg = |mode| Handshake {
+            mode,
+            noise: reply.noise.clone(),
+            peer_address: if mode == REPLY { None } else { hs.peer_address },
+            relay_address: None,
+        };
+        match hs.mode {
+            FROM_CLIENT => {
+                handle
+                    .reply(Some(encode(&msg(REPLY))), opts(reply.socket))
+                    .await
+            }
+            FROM_RELAY => {
+                handle
+                    .relay(Some(encode(&msg(FROM_SERVER))), req.from.addr, reply.socket)
+                    .await
+            }
+            FROM_SECOND_RELAY => match hs.relay_address {
+                Some(to) => {
+                    handle
+                        .relay(Some(encode(&msg(FROM_SERVER))), to, reply.socket)
+                        .await
+                }
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    } else {
+        let Ok(hp) = decode::<Holepunch>(value) else {
+            return;
+        };
+        let Some(reply) = server
+            .on_holepunch(
+                hp.id,
+                hp.peer_address,
+                &hp.payload,
+                req.from.addr,
+                req.to,
+                req.socket,
+            )
+            .await
+        else {
+            return;
+        };
+        let msg = Holepunch {
+            mode: FROM_SERVER,
+            id: 0,
+            payload: reply.payload,
+            peer_address: hp.peer_address,
+        };
+        handle
+            .relay(Some(encode(&msg)), req.from.addr, reply.socket)
+            .await
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "server reply not sent");
     }
 }
 
@@ -679,14 +916,10 @@ mod tests {
     /// A small loopback network of Rust nodes: every operation round-trips.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn operations_round_trip_on_a_small_network() {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let boot = HyperDht::bootstrapper(port, Ipv4Addr::LOCALHOST)
+        let boot = HyperDht::bootstrapper(0, Ipv4Addr::LOCALHOST)
             .await
             .unwrap();
+        let port = boot.dht().local_addr().port();
         boot.dht().persistent().await.unwrap();
         let mut nodes = vec![boot.clone()];
         for _ in 0..6 {

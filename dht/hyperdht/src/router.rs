@@ -15,8 +15,9 @@
 //! This module covers every case of a node *without* a server of its own listening on the
 //! target: that is the whole job of a DHT node that only routes. When the forward is a
 //! local server ([`Forward::local`]) the request is for that server's handshake or
-//! holepunch state machine, which is not part of this crate yet: [`RouteAction::Server`]
-//! hands it up (the async node currently drops it, as JS does when the handler throws).
+//! holepunch handling: [`RouteAction::Server`] hands it up to [`crate::server`], whose
+//! answer the node sends back (to the requester for FROM_CLIENT, through the relay
+//! otherwise).
 
 use std::net::SocketAddrV4;
 
@@ -49,7 +50,7 @@ pub enum RouteAction {
         /// Next hop.
         to: SocketAddrV4,
     },
-    /// The target is a server listening on this node; its state machine must answer.
+    /// The target is a server listening on this node; [`crate::server`] answers.
     Server,
 }
 

@@ -147,7 +147,10 @@ pub type SendFn = Arc<dyn Fn(&Transmit) + Send + Sync>;
 /// The sockets the driver reads and writes.
 enum Sockets {
     /// Bound by [`Dht::bind`].
-    Owned { client: UdpSocket, server: UdpSocket },
+    Owned {
+        client: UdpSocket,
+        server: UdpSocket,
+    },
     /// Owned by the layer above ([`Dht::with_external_io`]).
     External(SendFn),
 }

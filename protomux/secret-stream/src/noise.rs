@@ -185,6 +185,13 @@ impl Handshake {
         self.s.public_key
     }
 
+    /// The remote static key once known: from the start for an IK initiator, after the
+    /// first message for an IK responder (HyperDHT's server firewall decides on it before
+    /// answering), after the static key's message in XX.
+    pub fn remote_static(&self) -> Option<[u8; 32]> {
+        self.rs
+    }
+
     /// The current handshake hash (final once complete).
     pub fn hash(&self) -> [u8; HASHLEN] {
         self.h

@@ -175,6 +175,30 @@ pub struct SecretReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> SecretReader<R> {
+    /// True once the remote's header frame was accepted (JS emits `open` then).
+    pub fn is_open(&self) -> bool {
+        self.decryptor.is_ready()
+    }
+
+    /// Reads the remote's header frame if it has not arrived yet: `Ok(true)` once it was
+    /// accepted, `Ok(false)` when the remote ended the stream before sending it.
+    pub async fn wait_header(&mut self) -> Result<bool, SecretStreamError> {
+        while !self.decryptor.is_ready() {
+            let decryptor = &mut self.decryptor;
+            let Some(frame) = self
+                .frames
+                .next_with(|body| decryptor.handle_frame(body))
+                .await?
+            else {
+                return Ok(false);
+            };
+            if frame?.is_some() {
+                return Err(SecretStreamError::InvalidHeader("message before header"));
+            }
+        }
+        Ok(true)
+    }
+
     /// The next message, or `Ok(None)` once the remote has ended its side cleanly.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, SecretStreamError> {
         loop {
@@ -401,6 +425,11 @@ where
     /// True for the side that started the handshake.
     pub fn is_initiator(&self) -> bool {
         self.handshake.is_initiator
+    }
+
+    /// Waits for the remote's header (see [`SecretReader::wait_header`]).
+    pub async fn wait_header(&mut self) -> Result<bool, SecretStreamError> {
+        self.reader.wait_header().await
     }
 
     /// Next message (see [`SecretReader::recv`]).

@@ -1,0 +1,388 @@
+//! Hyperswarm benchmark on 127.0.0.1: JS⇄JS, Rust⇄Rust and Rust⇄JS peers on one topic
+//! of a 32-node JS testnet, in one run:
+//!
+//! * join → first connection: time from `join()` on the client (the server joined
+//!   before) until its swarm hands out the connection;
+//! * throughput: 256 MB one way over one connection (`SWARM_BENCH_MB`), measured by the
+//!   receiver from its first byte to its last;
+//! * latency: 1,000 round trips of a 64-byte message, p50 / p99;
+//! * idle memory: VmRSS of one peer process holding one idle connection (JS:
+//!   `tests/node/swarm-peer.js`; Rust: `intercom swarm pipe --echo`).
+//!
+//!   cargo bench --bench swarm_bench
+//!
+//! The figures are printed and written to the swarm section of docs/benchmarks.md
+//! (other sections are kept). Targets: Rust⇄Rust throughput at least twice JS⇄JS, and
+//! Rust⇄Rust p50 latency at most half of JS⇄JS.
+
+#[path = "../tests/dht_support/mod.rs"]
+mod dht_support;
+#[path = "../tests/swarm_support/mod.rs"]
+mod swarm_support;
+
+use std::net::SocketAddrV4;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dht_support::JsDht;
+use intercom_hyperdht::Connection;
+use intercom_swarm::{JoinOptions, Swarm};
+use serde_json::json;
+use swarm_support::{node_list, rust_swarm, vm_rss_bytes, JsSwarm};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const START: &str = "<!-- swarm_bench:start -->";
+const END: &str = "<!-- swarm_bench:end -->";
+const PINGS: usize = 1000;
+const PING_SIZE: usize = 64;
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn megabytes() -> u64 {
+    std::env::var("SWARM_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {LIMIT:?}"))
+}
+
+/// One side of a benchmark pair (two exist per run: variant sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Side {
+    Js(JsSwarm),
+    Rust(Option<Connection>),
+}
+
+impl Side {
+    async fn sink(&mut self, bytes: u64) -> f64 {
+        match self {
+            Side::Js(js) => {
+                js.say(json!({ "op": "expect", "bytes": bytes })).await;
+                js.until("op").await;
+                let v = js.until("ms").await;
+                v["ms"].as_f64().expect("ms")
+            }
+            Side::Rust(c) => {
+                let conn = c.as_mut().expect("connection");
+                let mut got = 0u64;
+                let mut first = None;
+                while got < bytes {
+                    let m = conn.recv().await.expect("recv").expect("data");
+                    first.get_or_insert_with(Instant::now);
+                    got += m.len() as u64;
+                }
+                first.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0)
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: u64) {
+        match self {
+            Side::Js(js) => js.say(json!({ "op": "send", "bytes": bytes })).await,
+            Side::Rust(c) => {
+                let conn = c.as_mut().expect("connection");
+                let buf = vec![7u8; 65536];
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    conn.send(&buf[..n]).await.expect("send");
+                    left -= n as u64;
+                }
+            }
+        }
+    }
+
+    /// Starts echoing (Rust: on a task, giving the connection away).
+    async fn pong(&mut self) {
+        match self {
+            Side::Js(js) => {
+                js.say(json!({ "op": "pong" })).await;
+                js.until("op").await;
+            }
+            Side::Rust(c) => {
+                let mut conn = c.take().expect("connection");
+                tokio::spawn(async move {
+                    while let Ok(Some(m)) = conn.recv().await {
+                        if conn.send(&m).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    async fn ping(&mut self) -> Vec<f64> {
+        match self {
+            Side::Js(js) => {
+                js.say(json!({ "op": "pingpong", "count": PINGS, "size": PING_SIZE }))
+                    .await;
+                let v = js.until("latencies").await;
+                v["latencies"]
+                    .as_array()
+                    .expect("latencies")
+                    .iter()
+                    .map(|x| x.as_f64().expect("ms"))
+                    .collect()
+            }
+            Side::Rust(c) => {
+                let conn = c.as_mut().expect("connection");
+                let msg = [1u8; PING_SIZE];
+                let mut lat = Vec::with_capacity(PINGS);
+                for _ in 0..PINGS {
+                    let t = Instant::now();
+                    conn.send(&msg).await.expect("ping");
+                    let mut have = 0;
+                    while have < PING_SIZE {
+                        have += conn.recv().await.expect("pong").expect("data").len();
+                    }
+                    lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                lat
+            }
+        }
+    }
+}
+
+struct Row {
+    name: &'static str,
+    connect_ms: f64,
+    mb_per_s: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn rust_side(swarm: &mut Swarm) -> Connection {
+    bounded("rust connection", swarm.accept())
+        .await
+        .expect("connection")
+        .connection
+}
+
+/// A benchmark pair: `server_js` / `client_js` choose the implementations.
+async fn pair(name: &'static str, boot: &[SocketAddrV4], server_js: bool, client_js: bool) -> Row {
+    let topic: [u8; 32] = intercom_crypto::random_array();
+    let bytes = megabytes() * 1_000_000;
+    // The server joins first.
+    let mut rust_server = None;
+    let mut js_server = None;
+    if server_js {
+        js_server = Some(JsSwarm::spawn(boot, &topic, "server", &["bench"], &[]).await);
+    } else {
+        let s = rust_swarm(boot, intercom_crypto::random_array()).await;
+        s.join(
+            topic,
+            JoinOptions {
+                server: true,
+                client: false,
+            },
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        rust_server = Some(s);
+    }
+    // Then the client; join → connection.
+    let mut rust_client = None;
+    let (connect_ms, mut client) = if client_js {
+        let mut js = JsSwarm::spawn(boot, &topic, "client", &["bench"], &[]).await;
+        let v = js.until("connection").await;
+        let ms = v["ms"].as_f64().expect("ms");
+        js.until("op").await; // benchReady
+        (ms, Side::Js(js))
+    } else {
+        let mut s = rust_swarm(boot, intercom_crypto::random_array()).await;
+        let t = Instant::now();
+        s.join(
+            topic,
+            JoinOptions {
+                server: false,
+                client: true,
+            },
+        )
+        .await
+        .unwrap();
+        let conn = rust_side(&mut s).await;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        rust_client = Some(s);
+        (ms, Side::Rust(Some(conn)))
+    };
+    let mut server = match (js_server, rust_server.as_mut()) {
+        (Some(mut js), _) => {
+            js.until("connection").await;
+            js.until("op").await; // benchReady
+            Side::Js(js)
+        }
+        (None, Some(s)) => Side::Rust(Some(rust_side(s).await)),
+        _ => unreachable!(),
+    };
+    // Throughput, client -> server.
+    let (ms, ()) = bounded("throughput", async {
+        tokio::join!(server.sink(bytes), client.send(bytes))
+    })
+    .await;
+    let mb_per_s = bytes as f64 / 1e6 / (ms / 1000.0);
+    // Latency.
+    server.pong().await;
+    let mut lat = bounded("ping-pong", client.ping()).await;
+    lat.sort_by(f64::total_cmp);
+    let row = Row {
+        name,
+        connect_ms,
+        mb_per_s,
+        p50: quantile(&lat, 0.5),
+        p99: quantile(&lat, 0.99),
+    };
+    println!(
+        "{name}: connect {:.0} ms, {:.1} MB/s, ping p50 {:.3} ms p99 {:.3} ms",
+        row.connect_ms, row.mb_per_s, row.p50, row.p99
+    );
+    for side in [server, client] {
+        if let Side::Js(js) = side {
+            js.close().await;
+        }
+    }
+    for s in [rust_server, rust_client].into_iter().flatten() {
+        s.destroy().await;
+    }
+    row
+}
+
+/// VmRSS of two idle JS peers and of two idle `intercom swarm pipe --echo` peers, each
+/// holding one connection (per-peer figures).
+async fn idle_rss(boot: &[SocketAddrV4]) -> (f64, f64) {
+    let topic: [u8; 32] = intercom_crypto::random_array();
+    let mut a = JsSwarm::spawn(boot, &topic, "server", &["echo"], &[]).await;
+    let mut b = JsSwarm::spawn(boot, &topic, "client", &["echo"], &[]).await;
+    a.until("connection").await;
+    b.until("connection").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let js = (a.rss().unwrap_or(0) + b.rss().unwrap_or(0)) as f64 / 2.0;
+    a.close().await;
+    b.close().await;
+
+    let topic: [u8; 32] = intercom_crypto::random_array();
+    let spawn = |role: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_intercom"))
+            .args(["swarm", "pipe", role, "--echo", "--timeout", "60"])
+            .args(["--topic", &hex::encode(topic)])
+            .args(["--dht-bootstrap", &node_list(boot)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn intercom swarm pipe")
+    };
+    let mut s = spawn("--server");
+    let mut s_err = BufReader::new(s.stderr.take().unwrap()).lines();
+    while let Ok(Some(l)) = s_err.next_line().await {
+        if l.starts_with("joined") {
+            break;
+        }
+    }
+    let mut c = spawn("--client");
+    let mut c_err = BufReader::new(c.stderr.take().unwrap()).lines();
+    for lines in [&mut s_err, &mut c_err] {
+        bounded("pipe connection", async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if l.starts_with("connected") {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rust = (vm_rss_bytes(s.id().unwrap()).unwrap_or(0)
+        + vm_rss_bytes(c.id().unwrap()).unwrap_or(0)) as f64
+        / 2.0;
+    (js / 1048576.0, rust / 1048576.0)
+}
+
+fn write_docs(section: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+    let block = format!("{START}\n{section}{END}\n");
+    let new = match (old.find(START), old.find(END)) {
+        (Some(a), Some(b)) if b > a => format!(
+            "{}{block}{}",
+            &old[..a],
+            &old[b + END.len()..].trim_start_matches('\n')
+        ),
+        _ => format!("{}\n\n{block}", old.trim_end()),
+    };
+    if let Err(e) = std::fs::write(&path, new) {
+        eprintln!("could not write {}: {e}", path.display());
+    } else {
+        println!("wrote the swarm section of {}", path.display());
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let testnet = JsDht::spawn(&["testnet", "32"]).await;
+    let boot = testnet.bootstrap();
+    let rows = vec![
+        pair("JS ⇄ JS", &boot, true, true).await,
+        pair("Rust ⇄ Rust", &boot, false, false).await,
+        pair("JS client → Rust server", &boot, false, true).await,
+        pair("Rust client → JS server", &boot, true, false).await,
+    ];
+    let (js_rss, rust_rss) = idle_rss(&boot).await;
+    println!("idle peer VmRSS: JS {js_rss:.1} MiB, Rust {rust_rss:.1} MiB");
+
+    let (js, rr) = (&rows[0], &rows[1]);
+    let tput = rr.mb_per_s / js.mb_per_s;
+    let lat = rr.p50 / js.p50;
+    let mut s = String::new();
+    s.push_str("## Swarm: connect time, throughput, latency and idle memory\n\n");
+    s.push_str(
+        "```sh\ncargo bench --bench swarm_bench          # SWARM_BENCH_MB=256 by default\n```\n\n",
+    );
+    s.push_str(&format!(
+        "Peers on one topic of a 32-node JS testnet (`createTestnet(32)` of hyperdht 6.34.0) on\n\
+         127.0.0.1; JS peers are `hyperswarm` 4.17.2 processes (`tests/node/swarm-peer.js`),\n\
+         Rust peers are `intercom-swarm` swarms in the bench process. Connect = from the\n\
+         client's `join()` to its connection (the server joined before); throughput = {} MB\n\
+         one way, client to server, timed by the receiver from its first byte to its last;\n\
+         latency = {PINGS} round trips of a {PING_SIZE}-byte message. Machine: 2 cores (shared).\n\n",
+        megabytes()
+    ));
+    s.push_str("| pair | connect (ms) | throughput (MB/s) | RTT p50 (ms) | RTT p99 (ms) |\n|---|---|---|---|---|\n");
+    for r in &rows {
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.1} | {:.3} | {:.3} |\n",
+            r.name, r.connect_ms, r.mb_per_s, r.p50, r.p99
+        ));
+    }
+    s.push_str(&format!(
+        "\n| idle peer, one connection | VmRSS |\n|---|---|\n| JS (node + hyperswarm) | {js_rss:.1} MiB |\n| Rust (`intercom swarm pipe`) | {rust_rss:.1} MiB |\n\n"
+    ));
+    s.push_str(&format!(
+        "Targets: Rust ⇄ Rust throughput at least 2× JS ⇄ JS ({:.1}×, {}), Rust ⇄ Rust p50\n\
+         latency at most half of JS ⇄ JS ({:.2}×, {}).\n\n",
+        tput,
+        if tput >= 2.0 { "met" } else { "not met" },
+        lat,
+        if lat <= 0.5 { "met" } else { "not met" }
+    ));
+    println!("{s}");
+    write_docs(&s);
+    drop(testnet);
+}
