@@ -3,6 +3,8 @@
 
 mod demo;
 mod dht_cli;
+mod peer_net;
+mod run_cli;
 mod swarm_cli;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +27,9 @@ enum Command {
     DhtNode(dht_cli::DhtNodeArgs),
     /// HyperDHT diagnostics: lookup, announce, immutable/mutable put and get (JSON lines).
     Dht(dht_cli::DhtArgs),
+    /// Runs one long-lived Intercom peer: persistent identity (stores/<name>/), sidechannels,
+    /// the SC-Bridge WebSocket API and the slash-command TTY. Takes the JS Intercom's flags.
+    Run(Box<run_cli::RunArgs>),
     /// Hyperswarm tools: `swarm pipe` pipes stdin/stdout through a topic's first connection.
     Swarm(swarm_cli::SwarmArgs),
 }
@@ -37,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::DhtNode(args) => dht_cli::run_node(args).await,
             Command::Dht(args) => dht_cli::run(args).await,
+            Command::Run(args) => run_cli::run(*args).await,
             Command::Swarm(args) => swarm_cli::run(args).await,
         }
     })

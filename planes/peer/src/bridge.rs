@@ -1,0 +1,193 @@
+//! The runtime as an SC-Bridge backend, and the sink that publishes its events to clients.
+
+use intercom_sc_bridge::{
+    Backend, BackendError, CliResult, DropNotice, Event, Identity, JoinRequest, OpenRequest,
+    Publisher, SendReport, SendRequest, SidechannelMessage, Stats,
+};
+use intercom_sidechannel::{DropReason, JoinError, SendError, SidechannelEvent};
+use serde_json::{json, Map, Value};
+
+use crate::cli::Dispatcher;
+use crate::events::{EventSink, PeerEvent};
+use crate::runtime::{now_ms, PeerError, PeerHandle};
+
+/// [`Backend`] over a [`PeerHandle`]: what `intercom run` gives `Bridge::bind`.
+#[derive(Debug, Clone)]
+pub struct PeerBackend {
+    handle: PeerHandle,
+    cli: Option<Dispatcher>,
+    info: Option<Value>,
+}
+
+impl PeerBackend {
+    /// A backend for `handle`; `info` is what the `info` command returns when the bridge
+    /// config has none.
+    pub fn new(handle: PeerHandle, info: Option<Value>) -> Self {
+        PeerBackend {
+            handle,
+            cli: None,
+            info,
+        }
+    }
+
+    /// Serves the bridge's `cli` command with `dispatcher` (only called by the bridge when
+    /// `--sc-bridge-cli 1`).
+    pub fn with_cli(mut self, dispatcher: Dispatcher) -> Self {
+        self.cli = Some(dispatcher);
+        self
+    }
+}
+
+/// How runtime errors surface through the bridge.
+fn backend_error(e: PeerError) -> BackendError {
+    match e {
+        PeerError::Stopped => BackendError::NotReady,
+        PeerError::Accept(_) | PeerError::Credential(_) => BackendError::Denied,
+        PeerError::Join(JoinError::InviteRequired(_) | JoinError::EmptyChannel) => {
+            BackendError::Denied
+        }
+        PeerError::Send(
+            SendError::OwnerOnly
+            | SendError::NotJoined(_)
+            | SendError::EmptyChannel
+            | SendError::Invite(_)
+            | SendError::Welcome(_)
+            | SendError::MissingWelcome,
+        ) => BackendError::Denied,
+        other => BackendError::Failed(other.to_string()),
+    }
+}
+
+impl Backend for PeerBackend {
+    fn identity(&self) -> Identity {
+        Identity {
+            peer: Some(self.handle.public_key_hex()),
+            address: None,
+            entry_channel: Some(self.handle.entry_channel().to_owned()),
+        }
+    }
+
+    async fn send(&self, req: SendRequest) -> Result<SendReport, BackendError> {
+        let out = self
+            .handle
+            .send(&req.channel, req.message, req.invite, req.welcome)
+            .await
+            .map_err(backend_error)?;
+        Ok(SendReport { peers: out.peers })
+    }
+
+    async fn join(&self, req: JoinRequest) -> Result<(), BackendError> {
+        self.handle
+            .join(&req.channel, req.invite, req.welcome)
+            .await
+            .map(|_| ())
+            .map_err(backend_error)
+    }
+
+    async fn leave(&self, channel: String) -> Result<bool, BackendError> {
+        match self.handle.leave(&channel).await {
+            Ok(left) => Ok(left),
+            // The reference's removeChannel returns false for the entry channel.
+            Err(PeerError::Join(JoinError::EntryChannel)) => Ok(false),
+            Err(e) => Err(backend_error(e)),
+        }
+    }
+
+    async fn open(&self, req: OpenRequest) -> Result<(), BackendError> {
+        self.handle
+            .request_open(&req.channel, req.via.as_deref(), req.invite, req.welcome)
+            .await
+            .map(|_| ())
+            .map_err(backend_error)
+    }
+
+    async fn stats(&self) -> Result<Stats, BackendError> {
+        let s = self.handle.stats().await.map_err(backend_error)?;
+        let mut extra = Map::new();
+        extra.insert("networked".into(), Value::Bool(s.networked));
+        extra.insert(
+            "sidechannel".into(),
+            serde_json::to_value(&s.sidechannel).unwrap_or(Value::Null),
+        );
+        Ok(Stats {
+            channels: s.sidechannel.channels.clone(),
+            connection_count: s.connections,
+            sidechannel_started: true,
+            extra,
+        })
+    }
+
+    fn info(&self) -> Option<Value> {
+        self.info.clone()
+    }
+
+    async fn cli(&self, command: String) -> CliResult {
+        match &self.cli {
+            Some(d) => d.run(&command).await,
+            None => CliResult {
+                ok: false,
+                output: Vec::new(),
+                error: Some("CLI is not supported by this peer.".to_owned()),
+                result: Value::Null,
+            },
+        }
+    }
+}
+
+/// Publishes runtime events to SC-Bridge clients: delivered messages as
+/// `sidechannel_message` (exactly as the reference), drops other than duplicates and our
+/// own echoes as `sidechannel_drop`, and remote open requests as
+/// `{type:"sidechannel_open_request", channel, via, from}` (an addition, subscribed by
+/// the `via` channel).
+#[derive(Debug, Clone)]
+pub struct BridgeSink(pub Publisher);
+
+impl EventSink for BridgeSink {
+    fn deliver(&mut self, event: &PeerEvent) {
+        let PeerEvent::Sidechannel { event, peer } = event else {
+            return;
+        };
+        match event {
+            SidechannelEvent::Message {
+                channel, payload, ..
+            } => {
+                let value = payload.clone().into_value();
+                self.0.publish(
+                    SidechannelMessage::from_payload(channel.clone(), &value, now_ms()).into(),
+                );
+            }
+            SidechannelEvent::Dropped {
+                channel, reason, ..
+            } => {
+                if matches!(reason, DropReason::Duplicate | DropReason::OwnMessage) {
+                    return;
+                }
+                let detail = match reason {
+                    DropReason::Oversize { bytes, max } => Some(format!("{bytes} bytes > {max}")),
+                    _ => None,
+                };
+                self.0.publish(Event::Drop(DropNotice {
+                    channel: channel.clone(),
+                    reason: reason.code().to_owned(),
+                    from: peer.clone(),
+                    detail,
+                    ts: now_ms(),
+                }));
+            }
+            SidechannelEvent::OpenRequested {
+                channel, via, from, ..
+            } => {
+                self.0.publish(Event::Other {
+                    channel: Some(via.clone()),
+                    body: json!({
+                        "type": "sidechannel_open_request",
+                        "channel": channel,
+                        "via": via,
+                        "from": from,
+                    }),
+                });
+            }
+            _ => {}
+        }
+    }
+}

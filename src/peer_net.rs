@@ -1,0 +1,147 @@
+//! The network adapter of `intercom run`: a Hyperswarm ([`intercom_swarm`]) behind the
+//! peer runtime's seam. Topic changes from the runtime ([`TopicQueue`]) become
+//! `swarm.join(topic, {server, client})` / `swarm.leave(topic)`; every swarm connection's
+//! secret-stream is wrapped in a protomux [`Mux`] (5 s keep-alive, as HyperDHT's default
+//! `connectionKeepAlive`) and handed to the runtime ([`ConnectionSink`]).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use intercom_crypto::KeyPair;
+use intercom_hyperdht::constants::BOOTSTRAP_NODES;
+use intercom_hyperdht::HyperDhtConfig;
+use intercom_peer::{Connection, ConnectionSink, TopicCommand, TopicQueue};
+use intercom_protomux::{Mux, MuxConfig};
+use intercom_swarm::{JoinOptions, Swarm, SwarmConfig};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::dht_cli::{default_host, parse_nodes};
+
+/// How long the adapter waits for the DHT to bootstrap before it starts joining topics
+/// anyway (joins queue up meanwhile).
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(30);
+/// How long the graceful shutdown (unannouncing) may take.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Topic changes queued between the runtime and the adapter.
+const TOPIC_QUEUE: usize = 2048;
+
+/// A bound swarm waiting for the runtime's connection sink.
+pub struct PeerNet {
+    swarm: Swarm,
+    topics: mpsc::Receiver<TopicCommand>,
+    pub bootstrap: Vec<String>,
+}
+
+/// The running adapter.
+pub struct PeerNetTask {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// Binds the DHT node and the swarm with the peer's identity. `nodes` is the
+/// `--dht-bootstrap` list (default: the public HyperDHT nodes).
+pub async fn bind(
+    nodes: Option<&[String]>,
+    keypair: KeyPair,
+) -> anyhow::Result<(TopicQueue, PeerNet)> {
+    let list: Vec<String> = match nodes {
+        Some(n) => n.to_vec(),
+        None => BOOTSTRAP_NODES.iter().map(|s| s.to_string()).collect(),
+    };
+    let bootstrap = parse_nodes(&list).await?;
+    if bootstrap.is_empty() {
+        anyhow::bail!("--dht-bootstrap: no bootstrap node given");
+    }
+    let mut dht = HyperDhtConfig::new(bootstrap.clone());
+    dht.dht.host = default_host(&bootstrap);
+    let swarm = Swarm::bind(dht, SwarmConfig::new(keypair))
+        .await
+        .context("starting the peer's DHT node")?;
+    let (queue, topics) = TopicQueue::new(TOPIC_QUEUE, true);
+    Ok((
+        queue,
+        PeerNet {
+            swarm,
+            topics,
+            bootstrap: bootstrap.iter().map(|a| a.to_string()).collect(),
+        },
+    ))
+}
+
+impl PeerNet {
+    /// Starts forwarding topics and connections.
+    pub fn start(self, connector: ConnectionSink) -> PeerNetTask {
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run(self.swarm, self.topics, connector, stop_rx));
+        PeerNetTask { stop, task }
+    }
+}
+
+impl PeerNetTask {
+    /// Leaves every topic (unannouncing) and destroys the swarm.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+fn mux_config() -> MuxConfig {
+    MuxConfig {
+        keepalive: Some(Duration::from_secs(5)),
+        ..MuxConfig::default()
+    }
+}
+
+async fn run(
+    mut swarm: Swarm,
+    mut topics: mpsc::Receiver<TopicCommand>,
+    connector: ConnectionSink,
+    mut stop: oneshot::Receiver<()>,
+) {
+    tokio::select! {
+        r = tokio::time::timeout(BOOTSTRAP_WAIT, swarm.dht().dht().bootstrapped()) => match r {
+            Ok(Ok(_)) => tracing::info!("peer DHT bootstrapped"),
+            Ok(Err(e)) => eprintln!("warning: the peer's DHT did not bootstrap ({e}); discovery keeps trying"),
+            Err(_) => eprintln!("warning: the peer's DHT is not bootstrapped after {} s; discovery keeps trying", BOOTSTRAP_WAIT.as_secs()),
+        },
+        _ = &mut stop => {
+            let _ = tokio::time::timeout(SHUTDOWN_WAIT, swarm.destroy()).await;
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            cmd = topics.recv() => match cmd {
+                Some(TopicCommand::Join { topic, channel }) => {
+                    if let Err(e) = swarm.join(topic, JoinOptions { server: true, client: true }).await {
+                        tracing::warn!(channel, error = %e, "swarm join failed");
+                    }
+                }
+                Some(TopicCommand::Leave { topic, channel }) => {
+                    if let Err(e) = swarm.leave(topic).await {
+                        tracing::warn!(channel, error = %e, "swarm leave failed");
+                    }
+                }
+                None => break,
+            },
+            conn = swarm.accept() => {
+                let Some(c) = conn else { break };
+                let (reader, writer, handle) = c.connection.split();
+                let (mux, events) = Mux::new(reader, writer, mux_config());
+                let label = format!(
+                    "{} {}",
+                    if c.client { "dialled" } else { "accepted" },
+                    handle.remote_addr()
+                );
+                let connection = Connection { remote_public_key: c.public_key, mux, events, label };
+                if let Err(refused) = connector.try_add(connection) {
+                    tracing::warn!("peer runtime busy or stopped; connection closed");
+                    refused.mux.destroy();
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, swarm.destroy()).await;
+}

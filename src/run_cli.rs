@@ -1,0 +1,1058 @@
+//! `intercom run`: one long-running peer with a persistent identity, its sidechannels, the
+//! SC-Bridge and the human TTY, configured with the JS Intercom's flags (`index.js`):
+//! same names, aliases, defaults and environment variables.
+//!
+//! Flags of planes that do not exist yet (subnet, contracts, settlement/MSB, timer) are
+//! accepted, validated where the reference validates them, and reported at startup as
+//! "not yet available". Peer networking is a Hyperswarm (`dht/swarm`) on the peer's
+//! identity, wired in by [`crate::peer_net`].
+//!
+//! Deviations from the reference's parsing: an invalid number, port or `--sidechannel-welcome`
+//! entry is an error (the reference falls back to the default or drops the entry), and
+//! `--peer-stores-directory` also answers to `--stores-dir`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use intercom_peer::cli::{CliContext, ConsoleSink, Dispatcher, HELP};
+use intercom_peer::{BridgeSink, PeerBackend, PeerConfig, PeerRuntime};
+use intercom_sc_bridge::{Bridge, BridgeConfig, DEFAULT_PORT};
+use intercom_sidechannel::args::{
+    parse_arg_file_text, parse_bool, parse_csv_list, parse_key_value_list, parse_welcome_arg,
+    ArgError,
+};
+use intercom_sidechannel::{SidechannelConfig, ENTRY_CHANNEL};
+use intercom_stores::{Decisions, PeerStore};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use crate::peer_net;
+
+/// What a boolean flag accepts (the reference's `parseBool`).
+const BOOL: &str = "0|1";
+
+/// Options of `intercom run`. Every value flag accepts `--flag value` and `--flag=value`;
+/// boolean flags take `0|1|true|false|yes|no|on|off`, and alone mean `1`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    next_help_heading = "Peer and stores",
+    after_long_help = "Flags of planes that do not exist yet (subnet, contracts, settlement/MSB, timer) are \
+accepted and reported at startup as not yet available. Environment variables apply when the flag is absent."
+)]
+pub struct RunArgs {
+    /// Peer store label, as the reference's first positional argument (`--peer-store-name` wins).
+    #[arg(value_name = "STORE")]
+    pub store_label: Option<String>,
+
+    /// Local peer state label: the identity and state live in <stores>/<name>/ [default: peer]
+    #[arg(long, value_name = "NAME", env = "PEER_STORE_NAME")]
+    pub peer_store_name: Option<String>,
+
+    /// Directory holding the peer stores.
+    #[arg(
+        long,
+        visible_alias = "stores-dir",
+        value_name = "DIR",
+        env = "PEER_STORES_DIRECTORY",
+        default_value = "stores"
+    )]
+    pub peer_stores_directory: PathBuf,
+
+    /// HyperDHT bootstrap nodes of the peer's swarm, HOST:PORT[,HOST:PORT...] (env also
+    /// DHT_BOOTSTRAP) [default: the public HyperDHT bootstrap nodes]
+    #[arg(
+        long = "dht-bootstrap",
+        visible_alias = "peer-dht-bootstrap",
+        value_name = "NODES",
+        env = "PEER_DHT_BOOTSTRAP"
+    )]
+    pub dht_bootstrap: Option<String>,
+
+    /// Print the resolved configuration as JSON and exit (nothing is opened or bound).
+    #[arg(long)]
+    pub print_config: bool,
+
+    // ----- planes that do not exist yet
+    /// Subnet/app identity (not yet available: no subnet plane) [default: trac-peer-subnet]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "SUBNET_CHANNEL",
+        help_heading = "Not yet available (accepted and reported)"
+    )]
+    pub subnet_channel: Option<String>,
+
+    /// Admin Peer Writer key (64 hex) for joiners (not yet available: no subnet plane).
+    #[arg(
+        long,
+        value_name = "HEX",
+        env = "SUBNET_BOOTSTRAP",
+        help_heading = "Not yet available (accepted and reported)"
+    )]
+    pub subnet_bootstrap: Option<String>,
+
+    /// Local MSB (settlement) state label (not yet available) [default: <peer-store-name>-msb]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "MSB_STORE_NAME",
+        help_heading = "Not yet available (accepted and reported)"
+    )]
+    pub msb_store_name: Option<String>,
+
+    /// Directory of MSB stores (not yet available) [default: stores]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "MSB_STORES_DIRECTORY",
+        help_heading = "Not yet available (accepted and reported)"
+    )]
+    pub msb_stores_directory: Option<String>,
+
+    /// HyperDHT bootstrap nodes of the MSB network (not yet available).
+    #[arg(
+        long,
+        value_name = "NODES",
+        env = "MSB_DHT_BOOTSTRAP",
+        help_heading = "Not yet available (accepted and reported)"
+    )]
+    pub msb_dht_bootstrap: Option<String>,
+
+    /// Sample timer feature (not yet available: no contract plane) [default: 0]
+    #[arg(long, value_name = BOOL, env = "INTERCOM_TIMER", num_args = 0..=1, default_missing_value = "1", help_heading = "Not yet available (accepted and reported)")]
+    pub timer: Option<String>,
+
+    // ----- sidechannels
+    /// Extra sidechannels to join at startup, comma-separated (the entry channel 0000intercom is always joined).
+    #[arg(
+        long,
+        visible_alias = "sidechannel",
+        value_name = "A,B,C",
+        env = "SIDECHANNELS",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannels: Option<String>,
+
+    /// Verbose sidechannel logs (drops, authorisations, connections) [default: 0]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_DEBUG", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_debug: Option<String>,
+
+    /// Do not print received sidechannel messages to stdout (still relays; SC-Bridge clients still get them) [default: 0]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_QUIET", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_quiet: Option<String>,
+
+    /// Payload size guard in bytes (JSON-encoded payload) [default: 1000000]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SIDECHANNEL_MAX_BYTES",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_max_bytes: Option<String>,
+
+    /// Inbound per-connection rate budget, bytes/second; 0 disables rate limiting [default: 64000]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SIDECHANNEL_RATE_BYTES",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_rate_bytes: Option<String>,
+
+    /// Inbound token-bucket burst allowance, bytes [default: 256000]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SIDECHANNEL_RATE_BURST",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_rate_burst: Option<String>,
+
+    /// Over-limit strikes within 5 s before a peer is blocked for 30 s [default: 3]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SIDECHANNEL_MAX_STRIKES",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_max_strikes: Option<String>,
+
+    /// Accept /sc_open (open_channel) requests from peers [default: 1]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_ALLOW_REMOTE_OPEN", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_allow_remote_open: Option<String>,
+
+    /// Join requested channels automatically [default: 0]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_AUTO_JOIN", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_auto_join: Option<String>,
+
+    /// Hashcash-style proof of work on sidechannel messages [default: 1]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_POW", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_pow: Option<String>,
+
+    /// Required leading zero bits of the proof of work (at most 32) [default: 12]
+    #[arg(
+        long,
+        value_name = "BITS",
+        env = "SIDECHANNEL_POW_DIFFICULTY",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_pow_difficulty: Option<String>,
+
+    /// Require proof of work on the entry channel only [default: 0]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_POW_ENTRY", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_pow_entry: Option<String>,
+
+    /// Require proof of work only on these channels (overrides --sidechannel-pow-entry).
+    #[arg(
+        long,
+        value_name = "A,B",
+        env = "SIDECHANNEL_POW_CHANNELS",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_pow_channels: Option<String>,
+
+    /// Require signed invites on protected channels (all non-entry channels unless
+    /// --sidechannel-invite-channels/--sidechannel-invite-prefixes narrow it) [default: 0]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_INVITE_REQUIRED", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_invite_required: Option<String>,
+
+    /// Require invites only on these exact channels.
+    #[arg(
+        long,
+        value_name = "A,B",
+        env = "SIDECHANNEL_INVITE_CHANNELS",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_invite_channels: Option<String>,
+
+    /// Require invites on channels starting with one of these prefixes.
+    #[arg(
+        long,
+        value_name = "P1,P2",
+        env = "SIDECHANNEL_INVITE_PREFIXES",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_invite_prefixes: Option<String>,
+
+    /// Trusted inviter peer public keys (hex) [default: this peer's key when invites are required]
+    #[arg(
+        long,
+        value_name = "KEY1,KEY2",
+        env = "SIDECHANNEL_INVITER_KEYS",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_inviter_keys: Option<String>,
+
+    /// Default lifetime of invites created with /sc_invite, seconds [default: 604800]
+    #[arg(
+        long,
+        value_name = "SEC",
+        env = "SIDECHANNEL_INVITE_TTL",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_invite_ttl: Option<String>,
+
+    /// Require an owner-signed welcome on every channel but the entry [default: 1]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_WELCOME_REQUIRED", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_welcome_required: Option<String>,
+
+    /// Channel owners: CHAN:PUBKEY[,CHAN2:PUBKEY] (hex peer keys; they sign the welcomes).
+    #[arg(
+        long,
+        value_name = "CHAN:KEY,...",
+        env = "SIDECHANNEL_OWNER",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_owner: Option<String>,
+
+    /// Only channel owners may send, on every channel but the entry [default: 0]
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_OWNER_WRITE_ONLY", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
+    pub sidechannel_owner_write_only: Option<String>,
+
+    /// Only channel owners may send on these channels.
+    #[arg(
+        long,
+        value_name = "A,B",
+        env = "SIDECHANNEL_OWNER_WRITE_CHANNELS",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_owner_write_channels: Option<String>,
+
+    /// Pre-signed welcomes: CHAN:WELCOME[,CHAN2:WELCOME] where WELCOME is welcome_b64,
+    /// b64:..., JSON, or @file (a file holding any of those).
+    #[arg(
+        long,
+        value_name = "CHAN:WELCOME,...",
+        env = "SIDECHANNEL_WELCOME",
+        help_heading = "Sidechannels"
+    )]
+    pub sidechannel_welcome: Option<String>,
+
+    // ----- SC-Bridge
+    /// Serve the SC-Bridge WebSocket API (requires --sc-bridge-token) [default: 0]
+    #[arg(long, value_name = BOOL, env = "SC_BRIDGE", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge")]
+    pub sc_bridge: Option<String>,
+
+    /// Bridge bind host [default: 127.0.0.1]
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "SC_BRIDGE_HOST",
+        help_heading = "SC-Bridge"
+    )]
+    pub sc_bridge_host: Option<String>,
+
+    /// Bridge bind port (0 picks a free one) [default: 49222]
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "SC_BRIDGE_PORT",
+        help_heading = "SC-Bridge"
+    )]
+    pub sc_bridge_port: Option<String>,
+
+    /// Required auth token: clients send {"type":"auth","token":"..."} first. Treat it like an admin password.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SC_BRIDGE_TOKEN",
+        hide_env_values = true,
+        help_heading = "SC-Bridge"
+    )]
+    pub sc_bridge_token: Option<String>,
+
+    /// Mirror TTY slash commands over WebSocket ({"type":"cli"}): remote terminal control, keep off for agents [default: 0]
+    #[arg(long, value_name = BOOL, env = "SC_BRIDGE_CLI", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge")]
+    pub sc_bridge_cli: Option<String>,
+
+    /// Default word filter for clients: alpha+beta|gamma = (alpha AND beta) OR gamma.
+    #[arg(
+        long,
+        value_name = "EXPR",
+        env = "SC_BRIDGE_FILTER",
+        help_heading = "SC-Bridge"
+    )]
+    pub sc_bridge_filter: Option<String>,
+
+    /// Apply filters only to these channels (others pass through).
+    #[arg(
+        long,
+        value_name = "A,B",
+        env = "SC_BRIDGE_FILTER_CHANNEL",
+        help_heading = "SC-Bridge"
+    )]
+    pub sc_bridge_filter_channel: Option<String>,
+
+    /// Verbose SC-Bridge logs [default: 0]
+    #[arg(long, value_name = BOOL, env = "SC_BRIDGE_DEBUG", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge")]
+    pub sc_bridge_debug: Option<String>,
+}
+
+/// The bridge part of [`Settings`].
+#[derive(Debug, Clone)]
+pub struct BridgeSettings {
+    pub host: String,
+    pub port: u16,
+    pub token: String,
+    pub cli: bool,
+    pub filter: String,
+    pub filter_channels: Option<Vec<String>>,
+    pub debug: bool,
+}
+
+/// Everything `intercom run` resolved from its flags, environment and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub store_name: String,
+    pub stores_dir: PathBuf,
+    pub dht_bootstrap: Option<Vec<String>>,
+    pub sidechannel: SidechannelConfig,
+    /// Flags given now for the persisted first-run decisions.
+    pub decisions: Decisions,
+    pub quiet: bool,
+    pub debug: bool,
+    pub bridge: Option<BridgeSettings>,
+    pub subnet_channel: String,
+    /// (flag, value, why) for every flag of a plane that does not exist yet.
+    pub unavailable: Vec<(&'static str, String, &'static str)>,
+}
+
+fn nonempty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+fn int<T: std::str::FromStr>(flag: &str, v: &Option<String>) -> anyhow::Result<Option<T>> {
+    match nonempty(v) {
+        None => Ok(None),
+        Some(s) => {
+            s.trim().parse().map(Some).map_err(|_| {
+                anyhow::anyhow!("--{flag}: expected a non-negative integer, got {s:?}")
+            })
+        }
+    }
+}
+
+fn csv(v: &Option<String>) -> Option<Vec<String>> {
+    nonempty(v).map(parse_csv_list)
+}
+
+/// A `--sidechannel-welcome` value: welcome_b64, `b64:`, JSON or `@file`.
+fn welcome_value(raw: &str) -> anyhow::Result<Value> {
+    match parse_welcome_arg(raw) {
+        Ok(v) => Ok(v),
+        Err(ArgError::FileReference(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("--sidechannel-welcome: cannot read {path:?}"))?;
+            parse_arg_file_text(&text)
+                .map_err(|e| anyhow::anyhow!("--sidechannel-welcome: {path:?}: {e}"))
+        }
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+impl RunArgs {
+    /// Resolves the flags (no I/O besides `@file` welcomes).
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let store_name = nonempty(&self.peer_store_name)
+            .or(self.store_label.as_deref().filter(|s| !s.is_empty()))
+            .unwrap_or("peer")
+            .to_owned();
+
+        let dht = nonempty(&self.dht_bootstrap)
+            .map(str::to_owned)
+            .or_else(|| {
+                std::env::var("DHT_BOOTSTRAP")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            });
+        let dht_bootstrap = match dht {
+            None => None,
+            Some(raw) => {
+                let nodes = parse_csv_list(&raw);
+                for n in &nodes {
+                    let port = n.rsplit_once(':').map(|(_, p)| p);
+                    if port.is_none_or(|p| p.parse::<u16>().is_err()) {
+                        bail!("--dht-bootstrap: node {n:?} is not HOST:PORT");
+                    }
+                }
+                Some(nodes)
+            }
+        };
+
+        let mut sc = SidechannelConfig {
+            channels: nonempty(&self.sidechannels)
+                .map(parse_csv_list)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c != ENTRY_CHANNEL)
+                .collect(),
+            ..SidechannelConfig::default()
+        };
+        let b = |v: &Option<String>, d: bool| parse_bool(nonempty(v), d);
+        sc.allow_remote_open = b(&self.sidechannel_allow_remote_open, true);
+        sc.auto_join_on_open = b(&self.sidechannel_auto_join, false);
+        sc.pow_enabled = b(&self.sidechannel_pow, true);
+        if let Some(d) = int(
+            "sidechannel-pow-difficulty",
+            &self.sidechannel_pow_difficulty,
+        )? {
+            sc.pow_difficulty = d;
+        }
+        sc.pow_require_entry = b(&self.sidechannel_pow_entry, false);
+        sc.pow_required_channels =
+            csv(&self.sidechannel_pow_channels).map(|v| v.into_iter().collect());
+        if let Some(n) = int("sidechannel-max-bytes", &self.sidechannel_max_bytes)? {
+            sc.max_message_bytes = n;
+        }
+        if let Some(n) = int("sidechannel-rate-bytes", &self.sidechannel_rate_bytes)? {
+            sc.rate_bytes_per_second = n;
+        }
+        if let Some(n) = int("sidechannel-rate-burst", &self.sidechannel_rate_burst)? {
+            sc.rate_burst_bytes = n;
+        }
+        if let Some(n) = int("sidechannel-max-strikes", &self.sidechannel_max_strikes)? {
+            sc.max_strikes = n;
+        }
+        sc.invite_required = b(&self.sidechannel_invite_required, false);
+        sc.invite_required_channels =
+            csv(&self.sidechannel_invite_channels).map(|v| v.into_iter().collect());
+        sc.invite_required_prefixes = csv(&self.sidechannel_invite_prefixes);
+        sc.inviter_keys = csv(&self.sidechannel_inviter_keys).unwrap_or_default();
+        if let Some(sec) = int::<u64>("sidechannel-invite-ttl", &self.sidechannel_invite_ttl)? {
+            sc.invite_ttl_ms = sec.saturating_mul(1000);
+        }
+        sc.welcome_required = b(&self.sidechannel_welcome_required, true);
+        sc.owner_write_only = b(&self.sidechannel_owner_write_only, false);
+        sc.owner_write_channels =
+            csv(&self.sidechannel_owner_write_channels).map(|v| v.into_iter().collect());
+        if let Some(raw) = nonempty(&self.sidechannel_owner) {
+            for (channel, key) in parse_key_value_list(raw) {
+                sc.owner_keys
+                    .insert(channel.trim().to_owned(), key.trim().to_lowercase());
+            }
+        }
+        if let Some(raw) = nonempty(&self.sidechannel_welcome) {
+            for (channel, value) in parse_key_value_list(raw) {
+                let welcome = welcome_value(&value)
+                    .with_context(|| format!("--sidechannel-welcome: channel {channel:?}"))?;
+                sc.welcome_by_channel
+                    .insert(channel.trim().to_owned(), welcome);
+            }
+        }
+
+        let decisions = Decisions {
+            allow_remote_open: nonempty(&self.sidechannel_allow_remote_open)
+                .map(|v| parse_bool(Some(v), true)),
+            auto_join: nonempty(&self.sidechannel_auto_join).map(|v| parse_bool(Some(v), false)),
+            rate_bytes: int("sidechannel-rate-bytes", &self.sidechannel_rate_bytes)?,
+            rate_burst: int("sidechannel-rate-burst", &self.sidechannel_rate_burst)?,
+            max_strikes: int("sidechannel-max-strikes", &self.sidechannel_max_strikes)?,
+            max_bytes: int("sidechannel-max-bytes", &self.sidechannel_max_bytes)?,
+            timer: nonempty(&self.timer).map(|v| parse_bool(Some(v), false)),
+            ..Decisions::default()
+        };
+
+        let bridge = if b(&self.sc_bridge, false) {
+            let Some(token) = nonempty(&self.sc_bridge_token) else {
+                bail!("SC-Bridge requires --sc-bridge-token (auth is mandatory).");
+            };
+            Some(BridgeSettings {
+                host: nonempty(&self.sc_bridge_host)
+                    .unwrap_or("127.0.0.1")
+                    .to_owned(),
+                port: match nonempty(&self.sc_bridge_port) {
+                    None => DEFAULT_PORT,
+                    Some(p) => p
+                        .trim()
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("--sc-bridge-port: not a port: {p:?}"))?,
+                },
+                token: token.to_owned(),
+                cli: b(&self.sc_bridge_cli, false),
+                filter: self.sc_bridge_filter.clone().unwrap_or_default(),
+                filter_channels: csv(&self.sc_bridge_filter_channel),
+                debug: b(&self.sc_bridge_debug, false),
+            })
+        } else {
+            None
+        };
+
+        let mut unavailable = Vec::new();
+        const SUBNET: &str = "no subnet/contract plane yet";
+        const MSB: &str = "no settlement (MSB) plane yet";
+        if let Some(v) = nonempty(&self.subnet_bootstrap) {
+            let hex = v.trim().to_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                bail!("Invalid --subnet-bootstrap. Provide 32-byte hex (64 chars).");
+            }
+            unavailable.push(("--subnet-bootstrap", hex, SUBNET));
+        }
+        if let Some(v) = nonempty(&self.subnet_channel) {
+            unavailable.push(("--subnet-channel", v.to_owned(), SUBNET));
+        }
+        if let Some(v) = nonempty(&self.msb_store_name) {
+            unavailable.push(("--msb-store-name", v.to_owned(), MSB));
+        }
+        if let Some(v) = nonempty(&self.msb_stores_directory) {
+            unavailable.push(("--msb-stores-directory", v.to_owned(), MSB));
+        }
+        if let Some(v) = nonempty(&self.msb_dht_bootstrap) {
+            unavailable.push(("--msb-dht-bootstrap", v.to_owned(), MSB));
+        }
+        if let Some(v) = nonempty(&self.timer) {
+            unavailable.push((
+                "--timer",
+                v.to_owned(),
+                "no contract plane for the sample timer yet",
+            ));
+        }
+
+        Ok(Settings {
+            store_name,
+            stores_dir: self.peer_stores_directory.clone(),
+            dht_bootstrap,
+            sidechannel: sc,
+            decisions,
+            quiet: b(&self.sidechannel_quiet, false),
+            debug: b(&self.sidechannel_debug, false),
+            bridge,
+            subnet_channel: nonempty(&self.subnet_channel)
+                .unwrap_or("trac-peer-subnet")
+                .to_owned(),
+            unavailable,
+        })
+    }
+}
+
+impl Settings {
+    /// Fills the sidechannel options no flag set from the persisted decisions.
+    fn apply_decisions(&mut self, d: &Decisions) {
+        let sc = &mut self.sidechannel;
+        if let Some(v) = d.allow_remote_open {
+            sc.allow_remote_open = v;
+        }
+        if let Some(v) = d.auto_join {
+            sc.auto_join_on_open = v;
+        }
+        if let Some(v) = d.rate_bytes {
+            sc.rate_bytes_per_second = v;
+        }
+        if let Some(v) = d.rate_burst {
+            sc.rate_burst_bytes = v;
+        }
+        if let Some(v) = d.max_strikes {
+            sc.max_strikes = v;
+        }
+        if let Some(v) = d.max_bytes {
+            sc.max_message_bytes = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = d.relay {
+            sc.relay_enabled = v;
+        }
+        if let Some(v) = d.relay_ttl {
+            sc.relay_ttl = v;
+        }
+    }
+
+    /// The resolved configuration as JSON (`--print-config`); the token is not shown.
+    pub fn to_json(&self) -> Value {
+        let sc = &self.sidechannel;
+        json!({
+            "peerStoreName": self.store_name,
+            "peerStore": self.stores_dir.join(&self.store_name),
+            "peerDhtBootstrap": self.dht_bootstrap,
+            "subnetChannel": self.subnet_channel,
+            "sidechannel": {
+                "entry": sc.entry_channel,
+                "extras": sc.channels,
+                "quiet": self.quiet,
+                "debug": self.debug,
+                "maxMessageBytes": sc.max_message_bytes,
+                "allowRemoteOpen": sc.allow_remote_open,
+                "autoJoin": sc.auto_join_on_open,
+                "pow": sc.pow_enabled,
+                "powDifficulty": sc.pow_difficulty,
+                "powEntry": sc.pow_require_entry,
+                "powChannels": sc.pow_required_channels,
+                "rateBytes": sc.rate_bytes_per_second,
+                "rateBurst": sc.rate_burst_bytes,
+                "maxStrikes": sc.max_strikes,
+                "inviteRequired": sc.invite_required,
+                "inviteChannels": sc.invite_required_channels,
+                "invitePrefixes": sc.invite_required_prefixes,
+                "inviterKeys": sc.inviter_keys,
+                "inviteTtlMs": sc.invite_ttl_ms,
+                "welcomeRequired": sc.welcome_required,
+                "owners": sc.owner_keys,
+                "ownerWriteOnly": sc.owner_write_only,
+                "ownerWriteChannels": sc.owner_write_channels,
+                "welcomes": sc.welcome_by_channel,
+            },
+            "scBridge": self.bridge.as_ref().map(|b| json!({
+                "host": b.host,
+                "port": b.port,
+                "token": "(set)",
+                "cli": b.cli,
+                "filter": b.filter,
+                "filterChannels": b.filter_channels,
+                "debug": b.debug,
+            })),
+            "notYetAvailable": self.unavailable.iter().map(|(f, v, why)| json!({
+                "flag": f, "value": v, "why": why,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn init_logging(s: &Settings) {
+    let mut filter = String::from("warn");
+    if s.debug {
+        filter.push_str(",intercom_sidechannel=debug,intercom_peer=debug");
+    }
+    if s.bridge.as_ref().is_some_and(|b| b.debug) {
+        filter.push_str(",intercom_sc_bridge=debug");
+    }
+    let filter = std::env::var("RUST_LOG").unwrap_or(filter);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the peer until SIGINT/SIGTERM/SIGHUP or `/exit`.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut settings = args.settings()?;
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&settings.to_json())?);
+        return Ok(());
+    }
+    init_logging(&settings);
+
+    // The store comes first: a second process on the same store stops here.
+    let store = PeerStore::open(&settings.stores_dir, &settings.store_name)?;
+    let decisions = store
+        .settle_decisions(settings.decisions.clone())
+        .context("saving the first-run decisions")?;
+    settings.apply_decisions(&decisions);
+    let keypair = store.keypair().clone();
+    let pubkey = hex::encode(keypair.public_key);
+    let store_path = settings.stores_dir.join(&settings.store_name);
+
+    for (flag, value, why) in &settings.unavailable {
+        eprintln!(
+            "note: {flag} {value:?} accepted but not yet available ({why}); it has no effect."
+        );
+    }
+
+    // Peer networking: a Hyperswarm on the peer's identity behind the runtime's seam
+    // (see intercom_peer's crate docs, "The network seam").
+    let (discovery, net) =
+        peer_net::bind(settings.dht_bootstrap.as_deref(), keypair.clone()).await?;
+    let dht_nodes = net.bootstrap.clone();
+    let config = PeerConfig {
+        sidechannel: settings.sidechannel.clone(),
+        ..PeerConfig::default()
+    };
+    let (handle, runtime_task) = PeerRuntime::spawn(config, keypair.clone(), discovery)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let net_task = net.start(handle.connector());
+    let bridge_enabled = settings.bridge.is_some();
+    handle
+        .add_sink(ConsoleSink::stdout(
+            !settings.quiet && !bridge_enabled,
+            settings.debug,
+        ))
+        .await?;
+
+    let extras = settings.sidechannel.channels.clone();
+    let info = json!({
+        "msbBootstrap": null,
+        "msbChannel": null,
+        "msbStore": null,
+        "msbDhtBootstrap": null,
+        "peerStore": store_path.display().to_string(),
+        "peerDhtBootstrap": settings.dht_bootstrap,
+        "subnetBootstrap": null,
+        "subnetChannel": settings.subnet_channel,
+        "peerPubkey": pubkey,
+        "peerTracAddress": null,
+        "peerWriterKey": null,
+        "sidechannelEntry": ENTRY_CHANNEL,
+        "sidechannelExtras": extras,
+        "peerNetworking": true,
+        "notYetAvailable": ["subnet", "contracts", "chat", "settlement (MSB)", "trac address", "writer key", "timer"],
+    });
+
+    let (exit_tx, mut exit_rx) = watch::channel(false);
+    let exit_tx = Arc::new(exit_tx);
+    let status_lines = vec![format!("Peer store: {}", store_path.display())];
+    let on_exit = {
+        let tx = exit_tx.clone();
+        Box::new(move || {
+            let _ = tx.send(true);
+        }) as Box<dyn Fn() + Send + Sync>
+    };
+    let dispatcher = Dispatcher::new(
+        handle.clone(),
+        CliContext {
+            keypair,
+            status_lines,
+            on_exit: Some(on_exit),
+        },
+    );
+
+    let bridge = match &settings.bridge {
+        None => None,
+        Some(b) => {
+            let mut backend = PeerBackend::new(handle.clone(), Some(info.clone()));
+            if b.cli {
+                backend = backend.with_cli(dispatcher.clone());
+            }
+            let cfg = BridgeConfig {
+                host: b.host.clone(),
+                port: b.port,
+                token: Some(b.token.clone()),
+                require_auth: true,
+                cli_enabled: b.cli,
+                filter: b.filter.clone(),
+                filter_channels: b.filter_channels.clone(),
+                info: Some(info.clone()),
+                ..BridgeConfig::default()
+            };
+            let bridge = match Bridge::bind(cfg, backend).await {
+                Ok(bridge) => bridge,
+                Err(e) => {
+                    handle.shutdown().await;
+                    net_task.stop().await;
+                    bail!("SC-Bridge failed to start: {e}");
+                }
+            };
+            handle.add_sink(BridgeSink(bridge.publisher())).await?;
+            Some(bridge)
+        }
+    };
+
+    // ----- banner
+    let line = "=".repeat(64);
+    println!();
+    println!("==================== INTERCOM ====================");
+    println!("MSB network bootstrap: not yet available (no settlement plane)");
+    println!("Peer store: {}", store_path.display());
+    if store.is_new() {
+        println!("Peer identity: created on first run (kept in the store; never printed unless you run /get_keys)");
+    }
+    println!("Peer DHT bootstrap nodes: {}", dht_nodes.join(", "));
+    println!("Peer subnet bootstrap: not yet available (no subnet plane)");
+    println!(
+        "Peer subnet channel: {} (subnet plane not yet available)",
+        settings.subnet_channel
+    );
+    println!("Peer pubkey (hex): {pubkey}");
+    println!("Peer trac address (bech32m): not yet available (no settlement plane)");
+    println!("Peer writer key (hex): not yet available (no subnet plane)");
+    println!("Sidechannel entry: {ENTRY_CHANNEL}");
+    if !settings.sidechannel.channels.is_empty() {
+        println!(
+            "Sidechannel extras: {}",
+            settings.sidechannel.channels.join(", ")
+        );
+    }
+    match (&bridge, &settings.bridge) {
+        (Some(br), Some(b)) => println!(
+            "SC-Bridge: ws://{}{}",
+            br.local_addr(),
+            if b.cli { " (CLI mirroring on)" } else { "" }
+        ),
+        _ => println!("SC-Bridge: off (enable with --sc-bridge 1 --sc-bridge-token <token>)"),
+    }
+    println!(
+        "Decisions (kept in the store, flags override): {}",
+        decisions_summary(&decisions)
+    );
+    println!("{line}");
+    println!();
+    println!("Sidechannel: ready");
+
+    // ----- human TTY
+    if std::io::stdin().is_terminal() {
+        println!("Node started. {}", HELP[0]);
+        for l in &HELP[1..] {
+            println!("{l}");
+        }
+        let mut lines = stdin_lines();
+        let d = dispatcher.clone();
+        tokio::spawn(async move {
+            while let Some(line) = lines.recv().await {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let r = d.run(&line).await;
+                for l in &r.output {
+                    println!("{l}");
+                }
+            }
+        });
+    } else if !bridge_enabled {
+        eprintln!("note: stdin is not a terminal: slash commands are off (use the SC-Bridge).");
+    }
+
+    wait_for_exit(&mut exit_rx).await;
+    println!("Exiting...");
+    if let Some(bridge) = bridge {
+        bridge.shutdown().await;
+    }
+    handle.shutdown().await;
+    let _ = runtime_task.await;
+    net_task.stop().await;
+    drop(store);
+    Ok(())
+}
+
+fn decisions_summary(d: &Decisions) -> String {
+    let v = serde_json::to_value(d).unwrap_or(Value::Null);
+    let set: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if set.is_empty() {
+        "none yet (defaults apply)".into()
+    } else {
+        set.join(", ")
+    }
+}
+
+/// Reads stdin lines on a plain thread (a tokio stdin read would keep the runtime from
+/// shutting down while it waits for a line).
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn wait_for_exit(exit: &mut watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut hup = signal(SignalKind::hangup()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+            _ = async { match hup.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+            _ = exit.wait_for(|v| *v) => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = exit.wait_for(|v| *v) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        T::try_parse_from(std::iter::once("intercom").chain(args.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let s = parse(&[]).settings().unwrap();
+        assert_eq!(s.store_name, "peer");
+        assert_eq!(s.stores_dir, PathBuf::from("stores"));
+        assert_eq!(s.subnet_channel, "trac-peer-subnet");
+        let sc = &s.sidechannel;
+        assert!(sc.channels.is_empty());
+        assert_eq!(sc.max_message_bytes, 1_000_000);
+        assert!(sc.allow_remote_open && !sc.auto_join_on_open);
+        assert!(sc.pow_enabled && !sc.pow_require_entry);
+        assert_eq!(sc.pow_difficulty, 12);
+        assert_eq!(
+            (
+                sc.rate_bytes_per_second,
+                sc.rate_burst_bytes,
+                sc.max_strikes
+            ),
+            (64_000, 256_000, 3)
+        );
+        assert!(!sc.invite_required && sc.welcome_required && !sc.owner_write_only);
+        assert_eq!(sc.invite_ttl_ms, 604_800_000);
+        assert!(s.bridge.is_none() && !s.quiet && !s.debug);
+        assert!(s.unavailable.is_empty());
+        assert!(s.dht_bootstrap.is_none());
+    }
+
+    #[test]
+    fn aliases_and_forms() {
+        let s = parse(&[
+            "mystore",
+            "--sidechannel",
+            "a, b,0000intercom",
+            "--peer-dht-bootstrap=127.0.0.1:49737,localhost:1",
+            "--stores-dir",
+            "/tmp/x",
+            "--sc-bridge",
+            "--sc-bridge-token",
+            "t",
+            "--sc-bridge-port=0",
+            "--sidechannel-auto-join",
+            "--sidechannel-pow",
+            "off",
+            "--sidechannel-owner",
+            "a:ABCD, b=ef",
+            "--sidechannel-invite-ttl",
+            "60",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.store_name, "mystore");
+        assert_eq!(s.stores_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.sidechannel.channels, vec!["a", "b"]);
+        assert_eq!(
+            s.dht_bootstrap.as_deref(),
+            Some(&["127.0.0.1:49737".to_owned(), "localhost:1".to_owned()][..])
+        );
+        let b = s.bridge.unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.token.as_str(), b.cli),
+            ("127.0.0.1", 0, "t", false)
+        );
+        assert!(s.sidechannel.auto_join_on_open);
+        assert!(!s.sidechannel.pow_enabled);
+        assert_eq!(s.sidechannel.owner_keys["a"], "abcd");
+        assert_eq!(s.sidechannel.owner_keys["b"], "ef");
+        assert_eq!(s.sidechannel.invite_ttl_ms, 60_000);
+        assert_eq!(s.decisions.auto_join, Some(true));
+        assert_eq!(s.decisions.allow_remote_open, None);
+        // --peer-store-name wins over the positional label.
+        let s = parse(&["label", "--peer-store-name", "named"])
+            .settings()
+            .unwrap();
+        assert_eq!(s.store_name, "named");
+    }
+
+    #[test]
+    fn welcome_file_and_errors() {
+        let kp = intercom_crypto::KeyPair::from_seed(&[7; 32]);
+        let w = intercom_sidechannel::create_welcome(&kp, "room", "hi", 5);
+        let b64 = intercom_sidechannel::js::base64_encode(w.to_string().as_bytes());
+        let dir = std::env::temp_dir().join(format!("intercom-run-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("room.b64");
+        std::fs::write(&file, format!("{b64}\n")).unwrap();
+        let arg = format!("room:@{},other:{b64}", file.display());
+        let s = parse(&["--sidechannel-welcome", &arg]).settings().unwrap();
+        assert_eq!(s.sidechannel.welcome_by_channel["room"], w);
+        assert_eq!(s.sidechannel.welcome_by_channel["other"], w);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let bad = parse(&["--sidechannel-welcome", "room:@/nonexistent/w.b64"]).settings();
+        assert!(bad.is_err());
+        let e = parse(&["--sc-bridge", "1"]).settings().unwrap_err();
+        assert!(e.to_string().contains("--sc-bridge-token"), "{e}");
+        assert!(parse(&["--sidechannel-max-bytes", "12k"])
+            .settings()
+            .is_err());
+        assert!(parse(&["--subnet-bootstrap", "abc"]).settings().is_err());
+        assert!(parse(&["--dht-bootstrap", "nohostport"])
+            .settings()
+            .is_err());
+        let s = parse(&[
+            "--subnet-bootstrap",
+            &"A".repeat(64),
+            "--timer",
+            "--msb-store-name",
+            "m",
+        ])
+        .settings()
+        .unwrap();
+        let flags: Vec<_> = s.unavailable.iter().map(|u| u.0).collect();
+        assert_eq!(flags, ["--subnet-bootstrap", "--msb-store-name", "--timer"]);
+    }
+}
