@@ -17,6 +17,8 @@
 
 #[path = "../tests/dht_support/mod.rs"]
 mod dht_support;
+#[path = "support/docs.rs"]
+mod docs;
 #[path = "../tests/swarm_support/mod.rs"]
 mod swarm_support;
 
@@ -31,8 +33,6 @@ use serde_json::json;
 use swarm_support::{node_list, rust_swarm, vm_rss_bytes, JsSwarm};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const START: &str = "<!-- swarm_bench:start -->";
-const END: &str = "<!-- swarm_bench:end -->";
 const PINGS: usize = 1000;
 const PING_SIZE: usize = 64;
 const LIMIT: Duration = Duration::from_secs(300);
@@ -312,25 +312,6 @@ async fn idle_rss(boot: &[SocketAddrV4]) -> (f64, f64) {
     (js / 1048576.0, rust / 1048576.0)
 }
 
-fn write_docs(section: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-    let block = format!("{START}\n{section}{END}\n");
-    let new = match (old.find(START), old.find(END)) {
-        (Some(a), Some(b)) if b > a => format!(
-            "{}{block}{}",
-            &old[..a],
-            &old[b + END.len()..].trim_start_matches('\n')
-        ),
-        _ => format!("{}\n\n{block}", old.trim_end()),
-    };
-    if let Err(e) = std::fs::write(&path, new) {
-        eprintln!("could not write {}: {e}", path.display());
-    } else {
-        println!("wrote the swarm section of {}", path.display());
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -383,6 +364,6 @@ async fn main() {
         if lat <= 0.5 { "met" } else { "not met" }
     ));
     println!("{s}");
-    write_docs(&s);
+    docs::write_section("swarm_bench", &s);
     drop(testnet);
 }

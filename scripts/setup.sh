@@ -15,6 +15,12 @@ intercom_setup() {
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
     command -v taskset >/dev/null || missing+=(util-linux)
+    # The NAT simulation (tests/swarm_nat.rs) needs root, iproute2 and nftables; without
+    # root it skips, so only a root run installs them.
+    if [ "$(id -u)" -eq 0 ]; then
+      command -v ip >/dev/null || missing+=(iproute2)
+      command -v nft >/dev/null || missing+=(nftables)
+    fi
   fi
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"

@@ -1,122 +1,328 @@
-//! `intercom demo`: an offline walk-through on 127.0.0.1. Two peers with their own Ed25519
-//! identities connect over TCP, run the Noise XX handshake of secret-stream, open the
-//! `sidechannel/0000intercom` protomux channel and exchange JSON messages.
-//!
-//! This is the wire layer only; the demo grows with the stack (DHT discovery, the
-//! sidechannel plane and the SC-Bridge replace the direct TCP connection as they land).
+//! `intercom demo`: the offline walk-through the README's first command runs. Everything
+//! stays on 127.0.0.1: it starts a HyperDHT bootstrap node (`intercom dht-node`) and two
+//! peers (`intercom run`, each with its own store and SC-Bridge) as child processes of this
+//! binary, connects to both bridges as an agent would, sends messages over one bridge and
+//! shows them arriving on the other, then stops every process it started (by PID) and
+//! removes the stores it created.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use intercom_encoding::{Reader, Writer};
-use intercom_protomux::{Channel, ChannelEvent, ChannelOptions, Mux, MuxConfig};
-use intercom_secret_stream::{KeyPair, SecretStream, SecretStreamConfig};
-use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use async_tungstenite::tokio::{client_async, TokioAdapter};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdout, Command};
 
 /// Options of `intercom demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Messages each peer sends.
+    /// Messages each peer sends to the other.
     #[arg(long, default_value_t = 3)]
     messages: usize,
+    /// How long to wait for discovery and the first connection.
+    #[arg(long, default_value_t = 60)]
+    connect_timeout_secs: u64,
 }
 
-const CHANNEL: &str = "sidechannel/0000intercom";
-const WAIT: Duration = Duration::from_secs(10);
+/// Bridge token of the demo peers (they listen on 127.0.0.1 only and live for seconds).
+const TOKEN: &str = "intercom-demo-token";
+/// How long one step (a process start, a bridge reply, a delivery) may take.
+const STEP: Duration = Duration::from_secs(20);
 
-fn json_message(v: &serde_json::Value) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.json(v);
-    w.into_vec()
+/// A child process of the demo, killed when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    lines: Option<Lines<BufReader<ChildStdout>>>,
 }
 
-async fn open(
-    stream_kp: KeyPair,
-    sock: TcpStream,
-    initiator: bool,
-) -> anyhow::Result<(Mux, Channel, [u8; 32])> {
-    let (r, w) = sock.into_split();
-    let cfg = SecretStreamConfig::default();
-    let stream = if initiator {
-        SecretStream::initiator(r, w, stream_kp, cfg).await?
-    } else {
-        SecretStream::responder(r, w, stream_kp, cfg).await?
-    };
-    let remote = stream.remote_public_key();
-    let (reader, writer) = stream.split();
-    let (mux, _events) = Mux::new(reader, writer, MuxConfig::default());
-    let channel = mux.open_channel(ChannelOptions::new(CHANNEL)).await?;
-    if !channel.fully_opened().await {
-        bail!("the remote did not open {CHANNEL}");
+impl Proc {
+    fn spawn(name: &'static str, args: &[&str]) -> anyhow::Result<Proc> {
+        let exe = std::env::current_exe().context("locating the intercom binary")?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        Ok(Proc {
+            name,
+            child,
+            lines: Some(BufReader::new(stdout).lines()),
+        })
     }
-    Ok((mux, channel, remote))
-}
 
-/// Sends `count` messages and prints the `count` the other side sends.
-async fn talk(
-    name: &str,
-    kp: &KeyPair,
-    channel: &mut Channel,
-    remote: [u8; 32],
-    count: usize,
-) -> anyhow::Result<()> {
-    let from = hex::encode(kp.public_key);
-    for n in 1..=count {
-        let msg = json!({"type": "sidechannel", "channel": "0000intercom", "from": from, "message": format!("hello #{n} from {name}")});
-        channel.send(0, &json_message(&msg)).await?;
-    }
-    let mut got = 0;
-    while got < count {
-        let event = tokio::time::timeout(WAIT, channel.recv())
-            .await
-            .context("waiting for a message")?;
-        match event {
-            Some(ChannelEvent::Message { payload, .. }) => {
-                let v = Reader::new(&payload).json()?;
-                println!(
-                    "{name} <- {}…: {}",
-                    &hex::encode(remote)[..16],
-                    v["message"].as_str().unwrap_or_default()
-                );
-                got += 1;
-            }
-            Some(ChannelEvent::Opened { .. }) => {}
-            Some(ChannelEvent::Closed { .. }) | None => bail!("{name}: channel closed early"),
+    async fn next_line(&mut self) -> anyhow::Result<String> {
+        let lines = self.lines.as_mut().context("output already drained")?;
+        match tokio::time::timeout(STEP, lines.next_line()).await {
+            Ok(Ok(Some(line))) => Ok(line),
+            Ok(Ok(None)) => bail!("{} exited early", self.name),
+            Ok(Err(e)) => Err(e).with_context(|| format!("reading {}'s output", self.name)),
+            Err(_) => bail!("{} printed nothing for {STEP:?}", self.name),
         }
     }
-    Ok(())
+
+    /// Reads and discards the rest of its stdout, so it never blocks on a full pipe.
+    fn drain(&mut self) {
+        if let Some(mut lines) = self.lines.take() {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        }
+    }
+
+    /// SIGTERM (the peers shut down cleanly on it), then SIGKILL if it lingers.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// A started `intercom run` peer: its process, public key and bridge address.
+struct DemoPeer {
+    name: &'static str,
+    proc: Proc,
+    pubkey: String,
+    bridge: String,
+}
+
+async fn start_peer(
+    name: &'static str,
+    stores: &Path,
+    bootstrap: &str,
+) -> anyhow::Result<DemoPeer> {
+    let stores = stores.to_string_lossy();
+    let mut proc = Proc::spawn(
+        name,
+        &[
+            "run",
+            "--peer-stores-directory",
+            &stores,
+            "--peer-store-name",
+            name,
+            "--dht-bootstrap",
+            bootstrap,
+            "--sc-bridge",
+            "1",
+            "--sc-bridge-token",
+            TOKEN,
+            "--sc-bridge-port",
+            "0",
+        ],
+    )?;
+    let (mut pubkey, mut bridge) = (None, None);
+    loop {
+        let line = proc.next_line().await?;
+        if let Some(k) = line.strip_prefix("Peer pubkey (hex): ") {
+            pubkey = Some(k.trim().to_owned());
+        }
+        if let Some(b) = line.strip_prefix("SC-Bridge: ws://") {
+            bridge = b.split_whitespace().next().map(str::to_owned);
+        }
+        if line == "Sidechannel: ready" {
+            break;
+        }
+    }
+    let pubkey = pubkey.with_context(|| format!("{name}'s banner has no public key"))?;
+    let bridge = bridge.with_context(|| format!("{name}'s banner has no bridge address"))?;
+    println!("{name}: peer {pubkey}, SC-Bridge ws://{bridge}");
+    proc.drain();
+    Ok(DemoPeer {
+        name,
+        proc,
+        pubkey,
+        bridge,
+    })
+}
+
+/// An authenticated SC-Bridge client.
+struct Agent {
+    name: &'static str,
+    ws: WebSocketStream<TokioAdapter<TcpStream>>,
+}
+
+impl Agent {
+    async fn connect(peer: &DemoPeer) -> anyhow::Result<Agent> {
+        let tcp = TcpStream::connect(&peer.bridge)
+            .await
+            .with_context(|| format!("connecting to {}'s bridge", peer.name))?;
+        let (ws, _) = client_async(format!("ws://{}/", peer.bridge), tcp).await?;
+        let mut agent = Agent {
+            name: peer.name,
+            ws,
+        };
+        let hello = agent.recv().await?;
+        if hello["type"] != "hello" {
+            bail!("{}: expected hello, got {hello}", peer.name);
+        }
+        let auth = agent
+            .request(json!({"type": "auth", "token": TOKEN}))
+            .await?;
+        if auth["type"] != "auth_ok" {
+            bail!("{}: auth failed: {auth}", peer.name);
+        }
+        Ok(agent)
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<Value> {
+        loop {
+            let frame = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .with_context(|| format!("{}: the bridge went quiet", self.name))?
+                .with_context(|| format!("{}: the bridge closed", self.name))??;
+            if let Message::Text(text) = frame {
+                return Ok(serde_json::from_str(text.as_str())?);
+            }
+        }
+    }
+
+    /// Sends `v` and returns the first frame that is not an event.
+    async fn request(&mut self, v: Value) -> anyhow::Result<Value> {
+        self.ws.send(Message::text(v.to_string())).await?;
+        loop {
+            let reply = self.recv().await?;
+            if reply["type"] != "sidechannel_message" {
+                return Ok(reply);
+            }
+        }
+    }
+
+    /// Waits for `text` to arrive as a `sidechannel_message`.
+    async fn expect_message(&mut self, text: &str) -> anyhow::Result<Value> {
+        loop {
+            let ev = self.recv().await?;
+            if ev["type"] == "sidechannel_message" && ev["message"] == text {
+                return Ok(ev);
+            }
+        }
+    }
+}
+
+/// Where the demo keeps its two peer stores (removed at the end).
+fn demo_stores() -> PathBuf {
+    std::env::temp_dir().join(format!("intercom-demo-{}", std::process::id()))
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let alice = KeyPair::generate();
-    let bob = KeyPair::generate();
-    println!("alice {}", hex::encode(alice.public_key));
-    println!("bob   {}", hex::encode(bob.public_key));
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    println!("alice listens on {addr}; bob connects");
+    let stores = demo_stores();
+    let result = run_in(&args, &stores).await;
+    let _ = std::fs::remove_dir_all(&stores);
+    result
+}
 
-    let alice_kp = alice.clone();
-    let count = args.messages;
-    let alice_side = tokio::spawn(async move {
-        let (sock, _) = listener.accept().await?;
-        let (mux, mut channel, remote) = open(alice_kp.clone(), sock, false).await?;
-        talk("alice", &alice_kp, &mut channel, remote, count).await?;
-        mux.close().await;
-        anyhow::Ok(remote)
-    });
-    let sock = TcpStream::connect(addr).await?;
-    let (mux, mut channel, remote) = open(bob.clone(), sock, true).await?;
-    println!("encrypted channel {CHANNEL} open (Noise XX + secretstream)");
-    talk("bob", &bob, &mut channel, remote, count).await?;
-    let seen_by_alice = alice_side.await??;
-    mux.close().await;
-    if seen_by_alice != bob.public_key || remote != alice.public_key {
-        bail!("peers authenticated the wrong keys");
-    }
+async fn run_in(args: &DemoArgs, stores: &Path) -> anyhow::Result<()> {
+    println!("== 1. a HyperDHT bootstrap node on 127.0.0.1");
+    let mut dht = Proc::spawn(
+        "dht-node",
+        &["dht-node", "--host", "127.0.0.1", "--port", "0"],
+    )?;
+    let ready: Value = serde_json::from_str(&dht.next_line().await?)
+        .context("dht-node's ready line is not JSON")?;
+    let port = ready["port"]
+        .as_u64()
+        .context("dht-node reported no port")?;
+    let bootstrap = format!("127.0.0.1:{port}");
+    dht.drain();
+    println!("dht-node: {bootstrap}");
+
+    println!("== 2. two peers (intercom run) with SC-Bridges, on that DHT only");
+    let alice = start_peer("alice", stores, &bootstrap).await?;
+    let bob = start_peer("bob", stores, &bootstrap).await?;
+    let mut to_alice = Agent::connect(&alice).await?;
+    let mut to_bob = Agent::connect(&bob).await?;
+    println!("agents authenticated to both bridges");
+
+    println!("== 3. alice's agent sends on 0000intercom until bob is connected");
+    let deadline = Instant::now() + Duration::from_secs(args.connect_timeout_secs);
+    let started = Instant::now();
+    let first = loop {
+        let text = "hello bob, this is alice".to_owned();
+        let sent = to_alice
+            .request(json!({"type": "send", "channel": "0000intercom", "message": text}))
+            .await?;
+        if sent["type"] != "sent" {
+            bail!("alice's bridge refused to send: {sent}");
+        }
+        if sent["peers"].as_u64().unwrap_or(0) > 0 {
+            break text;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the peers did not connect within {}s",
+                args.connect_timeout_secs
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     println!(
-        "done: both peers authenticated each other's keys and exchanged {count} messages each"
+        "connected through the DHT after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let ev = to_bob.expect_message(&first).await?;
+    if ev["from"] != alice.pubkey.as_str() {
+        bail!("bob got the message from {} instead of alice", ev["from"]);
+    }
+    println!("bob's agent <- {}: {}", short(&ev["from"]), ev["message"]);
+
+    println!("== 4. {} messages each way", args.messages);
+    for n in 1..=args.messages {
+        exchange(&mut to_alice, &mut to_bob, n).await?;
+        exchange(&mut to_bob, &mut to_alice, n).await?;
+    }
+    let stats = to_bob.request(json!({"type": "stats"})).await?;
+    println!(
+        "bob's stats: {} connection(s), channels {}",
+        stats["connectionCount"], stats["channels"]
+    );
+
+    println!("== 5. stopping every process");
+    for p in [alice.proc, bob.proc] {
+        p.stop().await;
+    }
+    dht.stop().await;
+    println!("done: two peers found each other through a loopback DHT and exchanged signed messages over their SC-Bridges");
+    Ok(())
+}
+
+/// One message from `from`'s agent to `to`'s, timed from the `send` to its arrival.
+async fn exchange(from: &mut Agent, to: &mut Agent, n: usize) -> anyhow::Result<()> {
+    let text = format!("message #{n} from {}", from.name);
+    let t = Instant::now();
+    let sent = from
+        .request(json!({"type": "send", "channel": "0000intercom", "message": text}))
+        .await?;
+    if sent["type"] != "sent" {
+        bail!("{}'s bridge refused to send: {sent}", from.name);
+    }
+    let ev = to.expect_message(&text).await?;
+    println!(
+        "{}'s agent <- {}: {} ({:.2} ms)",
+        to.name,
+        short(&ev["from"]),
+        ev["message"],
+        t.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+fn short(v: &Value) -> String {
+    let s = v.as_str().unwrap_or("?");
+    format!("{}…", &s[..s.len().min(16)])
 }

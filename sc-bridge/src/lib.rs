@@ -76,7 +76,8 @@
 //!   instead of buffering without bound; other clients are never delayed by it.
 //! * `auth_timeout` (30 s): unauthenticated clients get `auth_timeout`, then close 1008.
 //! * `max_auth_failures` (5): after that many wrong tokens the connection is closed (1008).
-//! * `rate_limit` (100/s, burst 200, per client): extra commands get `rate_limited` and are not executed.
+//! * `rate_limit` (50,000/s, burst 20,000, per client; a guard against runaway loops, high enough for bursts at full
+//!   sidechannel speed): extra commands get `rate_limited` and are not executed.
 //! * `max_subscriptions` (1024): a `subscribe` that would exceed it gets `too_many_channels`.
 //! * `handshake_timeout` (10 s) and `backend_timeout` (60 s, then a `timeout` error).
 //!

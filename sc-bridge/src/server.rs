@@ -114,9 +114,11 @@ impl Default for BridgeConfig {
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             backend_timeout: Duration::from_secs(60),
+            // A guard against runaway agent loops, not a traffic shaper: one bridge client
+            // must be able to push a 10,000-message burst at full sidechannel speed.
             rate_limit: Some(RateLimit {
-                per_second: 100,
-                burst: 200,
+                per_second: 50_000,
+                burst: 20_000,
             }),
             max_subscriptions: 1024,
             max_auth_failures: 5,

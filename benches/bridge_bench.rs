@@ -1,0 +1,255 @@
+//! SC-Bridge to SC-Bridge benchmark (issue 7) on 127.0.0.1: a HyperDHT bootstrap node and
+//! two `intercom run` peers (release binary) with rate limiting and proof of work off; an
+//! agent on peer A sends on `0000intercom`, an agent on peer B receives.
+//!
+//! * latency: 1,000 sequential messages, each sent once the previous one arrived,
+//!   p50 / p99 from A's `send` frame to B's `sidechannel_message`;
+//! * burst: 10,000 messages written back to back to A's bridge, messages/s from the first
+//!   send to the last arrival at B (every one must arrive, exactly once);
+//! * idle memory: VmRSS of peer B with one connection and its bridge client, after 3 s.
+//!
+//!   cargo bench --bench bridge_bench
+//!
+//! Targets: p50 under 2 ms, at least 20,000 messages/s, idle memory under 30 MB. The JS
+//! Intercom cannot run here (it needs trac-peer and the settlement network), so there is
+//! no side-by-side JS figure. Results go to the bridge section of docs/benchmarks.md.
+
+#[path = "support/docs.rs"]
+mod docs;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tokio::{client_async, TokioAdapter};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::WebSocketStream;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+const TOKEN: &str = "bridge-bench-token";
+const LATENCY_MESSAGES: usize = 1000;
+const BURST_MESSAGES: usize = 10_000;
+const LIMIT: Duration = Duration::from_secs(120);
+
+type Ws = WebSocketStream<TokioAdapter<TcpStream>>;
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {LIMIT:?}"))
+}
+
+/// Starts `intercom ARGS` and returns it with the stdout lines read up to `until`.
+async fn spawn(args: &[&str], until: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_intercom"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start intercom");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    bounded("process start", async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            let done = until(&line);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+    })
+    .await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, seen)
+}
+
+/// Starts a peer; returns its process and bridge address.
+async fn peer(stores: &Path, name: &str, bootstrap: &str) -> (Child, String) {
+    let stores = stores.to_string_lossy();
+    let (child, lines) = spawn(
+        &[
+            "run",
+            "--peer-stores-directory",
+            &stores,
+            "--peer-store-name",
+            name,
+            "--dht-bootstrap",
+            bootstrap,
+            "--sc-bridge",
+            "1",
+            "--sc-bridge-token",
+            TOKEN,
+            "--sc-bridge-port",
+            "0",
+            "--sidechannel-rate-bytes",
+            "0",
+            "--sidechannel-pow",
+            "0",
+        ],
+        |l| l == "Sidechannel: ready",
+    )
+    .await;
+    let bridge = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("SC-Bridge: ws://"))
+        .and_then(|b| b.split_whitespace().next())
+        .expect("banner shows the bridge")
+        .to_owned();
+    (child, bridge)
+}
+
+async fn next_json(rx: &mut SplitStream<Ws>) -> Value {
+    loop {
+        match rx.next().await.expect("bridge open").expect("bridge frame") {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
+            _ => continue,
+        }
+    }
+}
+
+async fn agent(addr: &str) -> (SplitSink<Ws, Message>, SplitStream<Ws>) {
+    let tcp = TcpStream::connect(addr).await.expect("connect bridge");
+    let (ws, _) = client_async(format!("ws://{addr}/"), tcp)
+        .await
+        .expect("websocket");
+    let (mut tx, mut rx) = ws.split();
+    assert_eq!(next_json(&mut rx).await["type"], "hello");
+    tx.send(Message::text(
+        json!({"type": "auth", "token": TOKEN}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut rx).await["type"], "auth_ok");
+    (tx, rx)
+}
+
+fn send_frame(text: &str) -> Message {
+    Message::text(json!({"type": "send", "channel": "0000intercom", "message": text}).to_string())
+}
+
+/// The next `sidechannel_message` text B's agent sees.
+async fn next_message(rx: &mut SplitStream<Ws>) -> String {
+    loop {
+        let v = next_json(rx).await;
+        if v["type"] == "sidechannel_message" {
+            return v["message"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn vm_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let stores = std::env::temp_dir().join(format!("intercom-bridge-bench-{}", std::process::id()));
+    let (dht, lines) = spawn(&["dht-node", "--host", "127.0.0.1", "--port", "0"], |_| {
+        true
+    })
+    .await;
+    let ready: Value = serde_json::from_str(&lines[0]).expect("dht-node ready line");
+    let bootstrap = format!("127.0.0.1:{}", ready["port"]);
+    let (a, bridge_a) = peer(&stores, "a", &bootstrap).await;
+    let (b, bridge_b) = peer(&stores, "b", &bootstrap).await;
+    let (mut a_tx, mut a_rx) = agent(&bridge_a).await;
+    let (_b_tx, mut b_rx) = agent(&bridge_b).await;
+
+    // Wait for the connection: A's `sent` reports a peer.
+    bounded("first connection", async {
+        loop {
+            a_tx.send(send_frame("warm-up")).await.unwrap();
+            let r = next_json(&mut a_rx).await;
+            if r["type"] == "sent" && r["peers"].as_u64().unwrap_or(0) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    // A's replies (`sent`) are drained from here on; B's warm-up copies are skipped below.
+    tokio::spawn(async move { while a_rx.next().await.is_some() {} });
+
+    let mut lat = Vec::with_capacity(LATENCY_MESSAGES);
+    bounded("latency run", async {
+        for i in 0..LATENCY_MESSAGES {
+            let text = format!("lat-{i}");
+            let t = Instant::now();
+            a_tx.send(send_frame(&text)).await.unwrap();
+            while next_message(&mut b_rx).await != text {}
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    })
+    .await;
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99) = (quantile(&lat, 0.5), quantile(&lat, 0.99));
+
+    let started = Instant::now();
+    let sender = tokio::spawn(async move {
+        for i in 0..BURST_MESSAGES {
+            a_tx.feed(send_frame(&format!("burst-{i}"))).await.unwrap();
+        }
+        a_tx.flush().await.unwrap();
+        a_tx
+    });
+    let mut seen = HashSet::new();
+    let mut duplicates = 0usize;
+    bounded("burst run", async {
+        while seen.len() < BURST_MESSAGES {
+            let text = next_message(&mut b_rx).await;
+            if text.starts_with("burst-") && !seen.insert(text) {
+                duplicates += 1;
+            }
+        }
+    })
+    .await;
+    let burst_secs = started.elapsed().as_secs_f64();
+    let _a_tx = sender.await.unwrap();
+    let rate = BURST_MESSAGES as f64 / burst_secs;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = vm_rss_mib(b.id().unwrap_or(0));
+
+    let ok = |b: bool| if b { "met" } else { "NOT met" };
+    let section = format!(
+        "## SC-Bridge to SC-Bridge through the sidechannel (issue 7)\n\n\
+         `cargo bench --bench bridge_bench` on 127.0.0.1: a HyperDHT bootstrap node and two\n\
+         `intercom run` peers (release build), rate limiting and proof of work off; one agent\n\
+         per bridge. No JS figure: the JS Intercom needs trac-peer and a settlement network.\n\n\
+         | measure | result | target |\n| --- | --- | --- |\n\
+         | latency, {LATENCY_MESSAGES} sequential messages | p50 {p50:.3} ms, p99 {p99:.3} ms | p50 < 2 ms: {} |\n\
+         | burst of {BURST_MESSAGES} messages | {rate:.0} msg/s ({burst_secs:.2} s, {duplicates} duplicates) | >= 20,000 msg/s: {} |\n\
+         | idle peer resident memory | {idle:.1} MiB | < 30 MB: {} |\n\n",
+        ok(p50 < 2.0),
+        ok(rate >= 20_000.0),
+        ok(idle * 1.048576 < 30.0),
+    );
+    println!("{section}");
+    docs::write_section("bridge_bench", &section);
+    for mut c in [a, b, dht] {
+        let _ = c.kill().await;
+    }
+    let _ = std::fs::remove_dir_all(&stores);
+}
