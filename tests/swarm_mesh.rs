@@ -175,6 +175,10 @@ async fn converge(what: &str, keys: &[Key], views: &[Arc<Mutex<View>>]) -> Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_peers_form_a_full_mesh_and_heal() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     tokio::time::timeout(Duration::from_secs(300), async {
         let (nodes, boot) = rust_network(8).await;
         let topic: Key = intercom_crypto::random_array();
@@ -233,6 +237,10 @@ fn mesh_peer_process() {
         .unwrap()
         .try_into()
         .unwrap();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

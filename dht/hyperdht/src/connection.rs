@@ -148,9 +148,14 @@ impl ConnectionHandle {
         .await
     }
 
-    /// Bytes read from the raw stream (JS `rawBytesRead`, headers included).
+    /// Bytes received on the raw stream (JS `rawBytesRead`, headers included). JS reads
+    /// its streams eagerly; here bytes count once the UDX stream delivered them in order,
+    /// even if nobody has called `recv` yet (Hyperswarm's duplicate rule depends on it).
     pub fn bytes_read(&self) -> u64 {
-        self.0.read.load(Ordering::Relaxed)
+        lock(&self.0.stream)
+            .stats()
+            .bytes_delivered
+            .max(self.0.read.load(Ordering::Relaxed))
     }
 
     /// Bytes written to the raw stream (JS `rawBytesWritten`).

@@ -204,6 +204,10 @@ pub struct StreamStats {
     pub packets_rx: u64,
     /// Bytes received.
     pub bytes_rx: u64,
+    /// Stream payload bytes delivered in order to the read buffer, whether or not the
+    /// application has read them yet (JS streams read eagerly, so this is what JS's
+    /// `rawBytesRead` counts).
+    pub bytes_delivered: u64,
     /// Pacing rate in bytes per ms.
     pub pacing_bytes_per_ms: u32,
     /// Zero-window probes sent.

@@ -371,6 +371,7 @@ impl StreamCore {
             return;
         }
         self.rbuf.extend(data);
+        self.stats.bytes_delivered += data.len() as u64;
         if !self.ev_readable {
             self.ev_readable = true;
             self.events.push_back(StreamEvent::Readable);

@@ -325,6 +325,17 @@ fn clean_link_transfers_and_ends_both_sides() {
 }
 
 #[test]
+fn delivered_bytes_count_before_the_application_reads() {
+    let mut sim = Sim::new(Link::clean(), 9);
+    sim.a.to_send = 10_000;
+    sim.a.end_after_send = false;
+    sim.b.read_paused = true;
+    assert!(sim.run_until(5, |s| s.b.core.stats().bytes_delivered == 10_000));
+    assert_eq!(sim.b.received, 0, "nothing was read yet");
+    assert_eq!(sim.a.core.stats().bytes_delivered, 0);
+}
+
+#[test]
 fn mtu_is_probed_up_to_1500() {
     let sim = transfer(Link::clean(), 2, 8_000_000, 0, 30);
     assert_eq!(sim.a.core.mtu(), 1500);
