@@ -7,11 +7,24 @@
 //!   h2 192.168.2.2 ── r2 (masquerade) 10.99.2.2 ──┘
 //! ```
 //!
-//! Linux masquerade keeps the source port (a consistent NAT) and only lets in replies
-//! to flows the inside host opened, so neither peer can reach the other until both
-//! punch. Case 1: `intercom swarm pipe --server --echo` in h1, `intercom swarm pipe
-//! --client` in h2. Case 2: a JS hyperswarm echo peer in h1, the Rust pipe client in
-//! h2. Both move 2 MB through the punched connection and check SHA-256.
+//! Linux masquerade keeps the source port (a consistent NAT); each router also drops
+//! unsolicited inbound packets in its input hook, like a home router's firewall, so only
+//! replies to flows the inside host opened get in and neither peer can reach the other
+//! until both punch. The inet namespace forwards between the routers (the path the
+//! punches take).
+//!
+//! The drop rule matters beyond realism: without it, a punch that reaches the other
+//! router before that side punched back (e.g. the client's low-TTL "open session" ping,
+//! which dies after 5 hops on the internet but arrives here after 3) is delivered
+//! locally, finds no socket and leaves a conntrack entry for (peer -> router:port).
+//! The inside host's own punch to that peer then collides with it and masquerade
+//! picks another source port: the NAT turns port-dependent for exactly that peer and
+//! both sides keep punching ports the other never sends from (the JS stack fails the
+//! same way).
+//!
+//! Case 1: `intercom swarm pipe --server --echo` in h1, `intercom swarm pipe --client`
+//! in h2. Case 2: a JS hyperswarm echo peer in h1, the Rust pipe client in h2. Both
+//! move 2 MB through the punched connection and check SHA-256.
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables); skips with a message otherwise.
 //! Nothing leaves the namespaces: they have no route to the host's interfaces.
@@ -107,6 +120,11 @@ impl Net {
             script.push(format!("ip -n {p}{n} link set lo up"));
         }
         script.push(format!("ip -n {p}inet addr add {DHT_HOST}/32 dev lo"));
+        // A new namespace starts with forwarding off: without this the hosts reach the
+        // DHT nodes (inet's own address) but never each other.
+        script.push(format!(
+            "ip netns exec {p}inet sysctl -qw net.ipv4.ip_forward=1"
+        ));
         for i in ["1", "2"] {
             script.extend([
                 // inet <-> router i
@@ -124,8 +142,10 @@ impl Net {
                 format!("ip -n {p}h{i} link set {p}e{i} up"),
                 format!("ip -n {p}h{i} route add default via 192.168.{i}.1"),
                 format!("ip netns exec {p}r{i} sysctl -qw net.ipv4.ip_forward=1"),
+                // Masquerade outbound; drop unsolicited inbound before conntrack confirms
+                // an entry for it (see the header).
                 format!(
-                    "printf 'table ip nat {{\\n chain post {{\\n  type nat hook postrouting priority 100;\\n  oifname \"{p}u{i}\" masquerade\\n }}\\n}}\\n' | ip netns exec {p}r{i} nft -f -"
+                    "printf 'table ip nat {{\\n chain post {{\\n  type nat hook postrouting priority 100;\\n  oifname \"{p}u{i}\" masquerade\\n }}\\n chain input {{\\n  type filter hook input priority 0;\\n  iifname \"{p}u{i}\" ct state new drop\\n }}\\n}}\\n' | ip netns exec {p}r{i} nft -f -"
                 ),
             ]);
         }

@@ -639,10 +639,9 @@ impl ServerInner {
         // Fast mode: we are consistent and the client opened a session to us.
         let fw = p.nat_firewall();
         if (fw == OPEN || fw == CONSISTENT)
-            && remote.remote_address.is_some_and(|ra| {
-                p.nat_addresses()
-                    .is_some_and(|addrs| addrs.contains(&ra))
-            })
+            && remote
+                .remote_address
+                .is_some_and(|ra| p.nat_addresses().is_some_and(|addrs| addrs.contains(&ra)))
         {
             p.ping(peer_address);
         }
