@@ -1,5 +1,5 @@
 //! `intercom demo`: the offline walk-through the README's first command runs. Everything
-//! stays on 127.0.0.1: it starts a HyperDHT bootstrap node (`intercom dht-node`) and two
+//! stays on 127.0.0.1: it starts a small HyperDHT (four `intercom dht-node`s) and two
 //! peers (`intercom run`, each with its own store and SC-Bridge) as child processes of this
 //! binary, connects to both bridges as an agent would, sends messages over one bridge and
 //! shows them arriving on the other, then stops every process it started (by PID) and
@@ -32,6 +32,9 @@ pub struct DemoArgs {
 
 /// Bridge token of the demo peers (they listen on 127.0.0.1 only and live for seconds).
 const TOKEN: &str = "intercom-demo-token";
+/// DHT nodes besides the bootstrap node. Peers learn that they are reachable (and connect
+/// directly instead of holepunching) only from several nodes' answers.
+const DHT_NODES: usize = 3;
 /// How long one step (a process start, a bridge reply, a delivery) may take.
 const STEP: Duration = Duration::from_secs(20);
 
@@ -228,19 +231,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 async fn run_in(args: &DemoArgs, stores: &Path) -> anyhow::Result<()> {
-    println!("== 1. a HyperDHT bootstrap node on 127.0.0.1");
-    let mut dht = Proc::spawn(
+    println!("== 1. a private HyperDHT on 127.0.0.1: a bootstrap node and {DHT_NODES} more");
+    let mut dht = vec![Proc::spawn(
         "dht-node",
         &["dht-node", "--host", "127.0.0.1", "--port", "0"],
-    )?;
-    let ready: Value = serde_json::from_str(&dht.next_line().await?)
+    )?];
+    let ready: Value = serde_json::from_str(&dht[0].next_line().await?)
         .context("dht-node's ready line is not JSON")?;
     let port = ready["port"]
         .as_u64()
         .context("dht-node reported no port")?;
     let bootstrap = format!("127.0.0.1:{port}");
-    dht.drain();
-    println!("dht-node: {bootstrap}");
+    for _ in 0..DHT_NODES {
+        let mut node = Proc::spawn(
+            "dht-node",
+            &["dht-node", "--host", "127.0.0.1", "--bootstrap", &bootstrap],
+        )?;
+        node.next_line().await?;
+        dht.push(node);
+    }
+    for node in &mut dht {
+        node.drain();
+    }
+    println!("dht-node: bootstrap {bootstrap}");
 
     println!("== 2. two peers (intercom run) with SC-Bridges, on that DHT only");
     let alice = start_peer("alice", stores, &bootstrap).await?;
@@ -293,10 +306,9 @@ async fn run_in(args: &DemoArgs, stores: &Path) -> anyhow::Result<()> {
     );
 
     println!("== 5. stopping every process");
-    for p in [alice.proc, bob.proc] {
+    for p in [alice.proc, bob.proc].into_iter().chain(dht) {
         p.stop().await;
     }
-    dht.stop().await;
     println!("done: two peers found each other through a loopback DHT and exchanged signed messages over their SC-Bridges");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `intercom run` end to end: flags and environment (through `--print-config`), SKILL.md's
-//! flags against `--help`, the persistent identity and the store lock (two processes), and
-//! the SC-Bridge of a running peer (auth, join, send with no peers, stats, info, cli).
+//! flags against `--help`, the persistent identity and the store lock (two processes), the
+//! SC-Bridge of a running peer (auth, join, send with no peers, stats, info, cli, bad input)
+//! and peers talking through their bridges over a loopback DHT.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -327,13 +328,17 @@ fn identity_persists_and_store_is_exclusive() {
     assert!(bob.stop().success());
 }
 
-struct Ws(WebSocketStream<async_tungstenite::tokio::TokioAdapter<TcpStream>>);
+/// A bridge client; `.1` keeps the events [`Ws::call`] skipped while waiting for a reply.
+struct Ws(
+    WebSocketStream<async_tungstenite::tokio::TokioAdapter<TcpStream>>,
+    Vec<Value>,
+);
 
 impl Ws {
     async fn connect(addr: &str) -> Ws {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let (ws, _) = client_async(format!("ws://{addr}/"), tcp).await.unwrap();
-        Ws(ws)
+        Ws(ws, Vec::new())
     }
 
     async fn recv(&mut self) -> Value {
@@ -352,6 +357,22 @@ impl Ws {
     async fn req(&mut self, v: Value) -> Value {
         self.0.send(Message::text(v.to_string())).await.unwrap();
         self.recv().await
+    }
+
+    /// Sends `v` with a fresh `id` and returns the reply carrying it; other frames are kept
+    /// in `.1`.
+    async fn call(&mut self, mut v: Value) -> Value {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        v["id"] = json!(id);
+        self.0.send(Message::text(v.to_string())).await.unwrap();
+        loop {
+            let r = self.recv().await;
+            if r["id"] == id {
+                return r;
+            }
+            self.1.push(r);
+        }
     }
 }
 
@@ -475,19 +496,8 @@ async fn bridge_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_over_a_loopback_dht() {
     let dir = tempfile::tempdir().unwrap();
-    let mut boot = intercom(dir.path())
-        .args(["dht-node", "--host", "127.0.0.1", "--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(boot.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let ready: Value = serde_json::from_str(&first).expect("dht-node ready line is JSON");
-    let node = format!("127.0.0.1:{}", ready["port"]);
+    let dht = dht_net(dir.path());
+    let node = dht.bootstrap.clone();
     let start = |name: &str| {
         Peer::start(
             dir.path(),
@@ -544,6 +554,352 @@ async fn two_peers_over_a_loopback_dht() {
     assert!(s["connectionCount"].as_u64().unwrap() >= 1, "{s}");
     assert!(a.stop().success());
     assert!(b.stop().success());
-    let _ = boot.kill();
-    let _ = boot.wait();
+    drop(dht);
+}
+
+/// A small loopback DHT: a bootstrap node and three more (`intercom dht-node`). One node
+/// alone is not enough: peers need several nodes to learn that they are reachable,
+/// otherwise every connection has to holepunch (as with the JS stack).
+struct DhtNet {
+    nodes: Vec<Child>,
+    bootstrap: String,
+}
+
+impl Drop for DhtNet {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+fn dht_node(dir: &Path, args: &[&str]) -> (Child, Value) {
+    let mut node = intercom(dir)
+        .args(["dht-node", "--host", "127.0.0.1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(node.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&first).expect("dht-node ready line is JSON");
+    (node, ready)
+}
+
+fn dht_net(dir: &Path) -> DhtNet {
+    let (boot, ready) = dht_node(dir, &["--port", "0"]);
+    let bootstrap = format!("127.0.0.1:{}", ready["port"]);
+    let mut nodes = vec![boot];
+    for _ in 0..3 {
+        nodes.push(dht_node(dir, &["--bootstrap", &bootstrap]).0);
+    }
+    DhtNet { nodes, bootstrap }
+}
+
+/// An authenticated bridge client of `peer`.
+async fn authed(peer: &Peer) -> Ws {
+    let mut ws = Ws::connect(peer.bridge.as_deref().expect("bridge address")).await;
+    assert_eq!(ws.recv().await["type"], "hello");
+    assert_eq!(
+        ws.req(json!({"type": "auth", "token": TOKEN})).await["type"],
+        "auth_ok"
+    );
+    ws
+}
+
+/// A test message received on "room": (text, sender).
+fn hello_on_room(v: &Value) -> Option<(String, String)> {
+    let m = v["message"].as_str()?;
+    (v["type"] == "sidechannel_message" && v["channel"] == "room" && m.starts_with("hello from "))
+        .then(|| {
+            (
+                m.to_owned(),
+                v["from"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// Issue 7, done-when 1: three peers with bridges on a welcomed channel over a loopback
+/// DHT; every message sent on one bridge arrives exactly once on each of the other two
+/// (three peers in a full mesh with relay on: a relayed copy must be deduplicated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_peers_on_a_welcomed_channel_deliver_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dht = dht_net(dir.path());
+    let bridge_args = [
+        "--dht-bootstrap",
+        dht.bootstrap.as_str(),
+        "--sc-bridge",
+        "1",
+        "--sc-bridge-token",
+        TOKEN,
+        "--sc-bridge-port",
+        "0",
+    ];
+
+    // The owner signs a welcome for "room" with its persistent identity, then restarts
+    // with the channel's flags like everyone else.
+    let owner = Peer::start(
+        dir.path(),
+        &[
+            &["--peer-store-name", "owner", "--sc-bridge-cli", "1"][..],
+            &bridge_args,
+        ]
+        .concat(),
+    );
+    let owner_key = owner.pubkey.clone();
+    let mut ws = authed(&owner).await;
+    let r = ws
+        .req(json!({"type": "cli", "command": "/sc_welcome --channel room --text \"welcome to room\""}))
+        .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let welcome = r["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.as_str()?.strip_prefix("welcome_b64: "))
+        .expect("welcome_b64 line")
+        .to_owned();
+    drop(ws);
+    assert!(owner.stop().success());
+
+    let owner_flag = format!("room:{owner_key}");
+    let welcome_flag = format!("room:{welcome}");
+    let channel_args = [
+        "--sidechannels",
+        "room",
+        "--sidechannel-owner",
+        owner_flag.as_str(),
+        "--sidechannel-welcome",
+        welcome_flag.as_str(),
+    ];
+    let names = ["owner", "bob", "carol"];
+    let peers: Vec<Peer> = names
+        .iter()
+        .map(|n| {
+            Peer::start(
+                dir.path(),
+                &[&["--peer-store-name", n][..], &bridge_args, &channel_args].concat(),
+            )
+        })
+        .collect();
+    assert_eq!(peers[0].pubkey, owner_key, "same store, same identity");
+    let mut clients = Vec::new();
+    for p in &peers {
+        clients.push(authed(p).await);
+    }
+
+    // Wait until every peer reaches both others on "room".
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, ws) in clients.iter_mut().enumerate() {
+        loop {
+            let s = ws.call(json!({"type": "stats"})).await;
+            if s["connectionCount"].as_u64() == Some(2) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never had 2 connections: {s}",
+                names[i]
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    // Probe until each sender's `sent` reports both peers on the channel; the probes are
+    // ignored by the receivers below.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        loop {
+            let r = ws
+                .call(json!({"type": "send", "channel": "room", "message": "probe"}))
+                .await;
+            assert_eq!(r["type"], "sent", "{r}");
+            if r["peers"].as_u64() == Some(2) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never reached 2 peers on room: {r}",
+                names[i]
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let text = format!("hello from {}", names[i]);
+        let r = ws
+            .call(json!({"type": "send", "channel": "room", "message": text}))
+            .await;
+        assert_eq!(r["peers"], 2, "{r}");
+    }
+    // Collect everything for a while after the last expected message (duplicates would
+    // arrive within milliseconds on loopback).
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let mut got: Vec<(String, String)> = Vec::new();
+        got.extend(std::mem::take(&mut ws.1).iter().filter_map(hello_on_room));
+        let expected = 2;
+        let quiet_until = |n: usize| {
+            if n >= expected {
+                Duration::from_millis(1500)
+            } else {
+                WAIT
+            }
+        };
+        loop {
+            let wait = quiet_until(got.len());
+            let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(wait, ws.0.next()).await
+            else {
+                break;
+            };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            got.extend(hello_on_room(&v));
+        }
+        got.sort();
+        let mut want: Vec<(String, String)> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| (format!("hello from {}", names[j]), peers[j].pubkey.clone()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{} received each message exactly once", names[i]);
+    }
+
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let s = ws.call(json!({"type": "stats"})).await;
+        assert_eq!(s["connectionCount"], 2, "{}: {s}", names[i]);
+        let info = ws.call(json!({"type": "info"})).await;
+        assert_eq!(info["info"]["peerPubkey"], peers[i].pubkey.as_str());
+    }
+    for p in peers {
+        assert!(p.stop().success());
+    }
+    drop(dht);
+}
+
+/// Issue 7, done-when 2: bad input against a running peer's bridge. Each gets its
+/// documented answer, and a client authenticated before the abuse keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_bridge_survives_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start(
+        dir.path(),
+        &[
+            "--peer-store-name",
+            "victim",
+            "--sc-bridge",
+            "1",
+            "--sc-bridge-token",
+            TOKEN,
+            "--sc-bridge-port",
+            "0",
+        ],
+    );
+    let addr = peer.bridge.clone().unwrap();
+    let mut good = authed(&peer).await;
+
+    let mut bad = Ws::connect(&addr).await;
+    assert_eq!(bad.recv().await["type"], "hello");
+    let e = bad
+        .req(json!({"id": 1, "type": "send", "channel": "0000intercom", "message": "x"}))
+        .await;
+    assert_eq!(
+        (e["type"].clone(), e["id"].clone()),
+        (json!("error"), json!(1)),
+        "{e}"
+    );
+    assert_eq!(e["error"], "Unauthorized.");
+    let e = bad
+        .req(json!({"type": "auth", "token": "not the token"}))
+        .await;
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    assert_eq!(
+        bad.req(json!({"type": "auth", "token": TOKEN})).await["type"],
+        "auth_ok"
+    );
+    bad.0.send(Message::text("{\"type\": ")).await.unwrap();
+    assert_eq!(bad.recv().await["code"], "invalid_json");
+    let e = bad.req(json!({"id": 2, "type": "teleport"})).await;
+    assert_eq!(
+        (e["type"].clone(), e["id"].clone()),
+        (json!("error"), json!(2)),
+        "{e}"
+    );
+    let e = bad
+        .req(json!({"id": 3, "type": "send", "channel": "0000intercom"}))
+        .await;
+    assert_eq!(e["code"], "missing_field", "{e}");
+    // A frame over the cap (1 MiB + 64 KiB): an error, then the connection is closed.
+    let huge = format!(
+        "{{\"type\":\"send\",\"channel\":\"0000intercom\",\"message\":\"{}\"}}",
+        "x".repeat(1_200_000)
+    );
+    let _ = bad.0.send(Message::text(huge)).await;
+    let mut closed = false;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        match tokio::time::timeout(WAIT, bad.0.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v["code"], "frame_too_large", "{v}");
+            }
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                closed = true;
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(closed, "an oversized frame closes the connection");
+
+    // 1,000 rapid connections opened and dropped: half at the TCP level, half right
+    // after the WebSocket handshake.
+    let started = Instant::now();
+    for i in 0..1000 {
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 0 {
+            drop(tcp);
+        } else if let Ok((ws, _)) = client_async(format!("ws://{addr}/"), tcp).await {
+            drop(ws);
+        }
+    }
+    eprintln!(
+        "1,000 connections opened and dropped in {:?}",
+        started.elapsed()
+    );
+
+    // The client authenticated before all this is still served, and so is a new one.
+    let p = good.req(json!({"id": 9, "type": "ping"})).await;
+    assert_eq!(p["type"], "pong", "{p}");
+    let s = good.req(json!({"type": "stats"})).await;
+    assert_eq!(s["type"], "stats", "{s}");
+    // Dropped connections are reaped as their sockets close; a new client may have to
+    // retry for a moment while the bridge is at its client cap.
+    let reaped = Instant::now();
+    let mut fresh = loop {
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        if let Ok((ws, _)) = client_async(format!("ws://{addr}/"), tcp).await {
+            break Ws(ws, Vec::new());
+        }
+        assert!(
+            reaped.elapsed() < WAIT,
+            "the bridge never accepted a new client"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "a new client was accepted {:?} after the flood",
+        reaped.elapsed()
+    );
+    assert_eq!(fresh.recv().await["type"], "hello");
+    assert_eq!(
+        fresh.req(json!({"type": "auth", "token": TOKEN})).await["type"],
+        "auth_ok"
+    );
+    assert_eq!(fresh.req(json!({"type": "ping"})).await["type"], "pong");
+    assert!(peer.stop().success());
 }
