@@ -80,6 +80,12 @@ fn skip_reason() -> Option<String> {
             ));
         }
     }
+    // Root inside a container may still lack CAP_NET_ADMIN.
+    let probe = format!("icprobe{}", std::process::id());
+    if let Err(e) = sh(&format!("ip netns add {probe}")) {
+        return Some(format!("cannot create network namespaces: {e}"));
+    }
+    let _ = sh(&format!("ip netns del {probe}"));
     None
 }
 
