@@ -87,8 +87,10 @@
 //!   broadcast `undefined`.
 //! * A JSON array frame is `Invalid message.` (the reference treats it as an object without `type`).
 //! * Invites/welcomes must decode to JSON objects; the reference passes other truthy JSON on to the sidechannel.
-//! * Requests from one client are processed strictly in order, so a `pong` after a slow `join` waits for it; the
+//! * Replies to one client leave strictly in request order, so a `pong` after a slow `join` waits for it; the
 //!   reference interleaves replies of its asynchronous commands (`join`, `leave`, `cli`). Use `id`s to correlate.
+//!   Consecutive `send`s are pipelined (up to 64 in flight per client, broadcast in request order); any other
+//!   request waits until the sends before it have completed.
 //! * `set_filter` with a non-string `filter` echoes it as a string.
 //! * There is no `debug` option: logging goes through `tracing` (target `intercom_sc_bridge`).
 //! * `info` comes from [`BridgeConfig::info`], or else [`Backend::info`]; `hello`'s identity from

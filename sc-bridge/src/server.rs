@@ -27,8 +27,10 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{Number, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -583,23 +585,36 @@ async fn read_loop(
         .rate_limit
         .map(|r| RateLimiter::new(r.per_second, r.burst, Instant::now()));
 
+    // Consecutive `send`s run concurrently (replies still leave in request order); any
+    // other request first waits for the sends in flight, so it sees their effects.
+    let mut sends: FuturesOrdered<PendingSend<'_>> = FuturesOrdered::new();
     loop {
         let authed = client.session().is_authed();
         let frame = tokio::select! {
             biased;
             _ = shutdown_signal(shutdown) => return End::Close(CloseCode::Away, "shutting down"),
             _ = client.kicked() => return End::Done,
+            Some((id, call, outcome)) = sends.next(), if !sends.is_empty() => {
+                let reply = client.session().finish(call, outcome);
+                if !enqueue(client, Outbound::Text(encode_reply(id.as_ref(), &reply).into())).await {
+                    return End::Done;
+                }
+                continue;
+            }
             _ = sleep_until_opt(auth_deadline), if !authed => {
                 let msg = error(ErrorCode::AuthTimeout, "Auth timeout.");
                 enqueue(client, Outbound::Text(encode_reply(None, &msg).into())).await;
                 return End::Close(CloseCode::Policy, "auth timeout");
             }
-            frame = stream.next() => frame,
+            frame = stream.next(), if sends.len() < SEND_PIPELINE => frame,
         };
         let text = match frame {
             None => return End::Done,
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                 tracing::debug!(size, max_size, "sc-bridge: frame too large");
+                if let Some(end) = finish_sends(client, &mut sends, shutdown).await {
+                    return end;
+                }
                 let msg = error(
                     ErrorCode::FrameTooLarge,
                     format!("Frame too large ({size} bytes; max {max_size})."),
@@ -616,6 +631,9 @@ async fn read_loop(
             Some(Ok(Message::Binary(b))) => match Utf8Bytes::try_from(b) {
                 Ok(t) => t,
                 Err(_) => {
+                    if let Some(end) = finish_sends(client, &mut sends, shutdown).await {
+                        return end;
+                    }
                     let msg = error(ErrorCode::InvalidJson, DecodeError::InvalidJson.to_string());
                     if !enqueue(client, Outbound::Text(encode_reply(None, &msg).into())).await {
                         return End::Done;
@@ -644,6 +662,16 @@ async fn read_loop(
                 (id, step)
             }
         };
+        if let Step::Call(call @ Call::Send(_)) = step {
+            sends.push_back(Box::pin(async move {
+                let outcome = run_call(ctx, call.clone()).await;
+                (reply_id, call, outcome)
+            }));
+            continue;
+        }
+        if let Some(end) = finish_sends(client, &mut sends, shutdown).await {
+            return end;
+        }
         let (reply, close) = match step {
             Step::Reply(m) => (m, None),
             Step::ReplyAndClose(m, reason) => (m, Some(reason)),
@@ -667,6 +695,39 @@ async fn read_loop(
         }
         if let Some(CloseReason::TooManyAuthFailures) = close {
             return End::Close(CloseCode::Policy, "too many auth failures");
+        }
+    }
+}
+
+/// A `send` in flight: the request id, the call and its outcome.
+type PendingSend<'a> = BoxFuture<'a, (Option<Number>, Call, Outcome)>;
+
+/// Sends one client may have in flight at once.
+const SEND_PIPELINE: usize = 64;
+
+/// Waits for the sends in flight and queues their replies in order; `Some` when the
+/// connection must end meanwhile.
+async fn finish_sends(
+    client: &ClientHandle,
+    sends: &mut FuturesOrdered<PendingSend<'_>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<End> {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown_signal(shutdown) => return Some(End::Close(CloseCode::Away, "shutting down")),
+            _ = client.kicked() => return Some(End::Done),
+            next = sends.next() => next,
+        };
+        let (id, call, outcome) = next?;
+        let reply = client.session().finish(call, outcome);
+        if !enqueue(
+            client,
+            Outbound::Text(encode_reply(id.as_ref(), &reply).into()),
+        )
+        .await
+        {
+            return Some(End::Done);
         }
     }
 }
