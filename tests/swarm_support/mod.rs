@@ -46,6 +46,8 @@ pub struct JsSwarm {
     /// Its ready line.
     pub ready: Value,
     name: String,
+    /// Lines `until` read while looking for another key.
+    skipped: Vec<Value>,
 }
 
 impl JsSwarm {
@@ -98,6 +100,7 @@ impl JsSwarm {
             lines,
             ready: Value::Null,
             name,
+            skipped: Vec::new(),
         };
         p.ready = p.until("ready").await;
         p
@@ -118,13 +121,19 @@ impl JsSwarm {
         v
     }
 
-    /// Reads lines until one has `key`.
+    /// The first line with `key`: one read earlier and skipped by another `until`, or
+    /// the next such line. Skipped lines are kept (a client's `connection` line can come
+    /// before its `ready` line).
     pub async fn until(&mut self, key: &str) -> Value {
+        if let Some(i) = self.skipped.iter().position(|v| v.get(key).is_some()) {
+            return self.skipped.remove(i);
+        }
         loop {
             let v = self.next().await;
             if v.get(key).is_some() {
                 return v;
             }
+            self.skipped.push(v);
         }
     }
 
