@@ -124,8 +124,14 @@ enum DhtOp {
     },
 }
 
+/// Prints one JSON line. When stdout is gone (`intercom dht lookup | head -1`) there is
+/// nobody left to report to: exit quietly instead of panicking.
 fn emit(v: &Value) {
-    println!("{v}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{v}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
 }
 
 /// Prints a failure as one `error: …` line (with its causes) and exits non-zero, so the
