@@ -156,6 +156,116 @@ impl Side {
     }
 }
 
+/// Set in the environment of a child that runs one Rust peer ([`peer_process`]).
+const PEER_PROCESS: &str = "SWARM_BENCH_PEER_PROCESS";
+
+/// This bench binary as a Rust peer process.
+fn peer_command() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe().expect("bench exe"));
+    cmd.env(PEER_PROCESS, "1");
+    cmd
+}
+
+/// A Rust swarm peer speaking `tests/node/swarm-peer.js`'s bench protocol (arguments
+/// `SCRIPT BOOTSTRAP TOPIC MODE bench`, JSON commands on stdin, JSON lines on stdout), so
+/// the Rust ⇄ Rust pair runs in two processes like the JS ⇄ JS pair.
+async fn peer_process() {
+    use tokio::io::AsyncBufReadExt;
+    let args: Vec<String> = std::env::args().collect();
+    let boot: Vec<SocketAddrV4> = args[2]
+        .split(',')
+        .map(|a| a.parse().expect("bootstrap node"))
+        .collect();
+    let topic: [u8; 32] = hex::decode(&args[3])
+        .expect("topic hex")
+        .try_into()
+        .expect("32-byte topic");
+    let (server, client) = (args[4] != "client", args[4] != "server");
+    let mut swarm = rust_swarm(&boot, intercom_crypto::random_array()).await;
+    let joined = Instant::now();
+    swarm
+        .join(topic, JoinOptions { server, client })
+        .await
+        .expect("join");
+    swarm.flush().await.expect("flush");
+    let out = |v: serde_json::Value| println!("{v}");
+    out(json!({ "ready": true, "publicKey": hex::encode(swarm.public_key()) }));
+    let c = swarm.accept().await.expect("connection");
+    out(json!({
+        "connection": hex::encode(c.public_key),
+        "client": c.client,
+        "ms": joined.elapsed().as_secs_f64() * 1000.0,
+    }));
+    let mut conn = c.connection;
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    let (mut expect, mut got, mut first, mut pong) = (0u64, 0u64, None, false);
+    out(json!({ "op": "benchReady" }));
+    loop {
+        tokio::select! {
+            line = commands.next_line() => {
+                let Ok(Some(line)) = line else { break };
+                let cmd: serde_json::Value = serde_json::from_str(&line).expect("command");
+                match cmd["op"].as_str() {
+                    Some("expect") => {
+                        expect = cmd["bytes"].as_u64().expect("bytes");
+                        out(json!({ "op": "expect" }));
+                    }
+                    Some("pong") => {
+                        pong = true;
+                        out(json!({ "op": "pong" }));
+                    }
+                    Some("send") => {
+                        let buf = vec![7u8; 65536];
+                        let mut left = cmd["bytes"].as_u64().expect("bytes");
+                        while left > 0 {
+                            let n = left.min(buf.len() as u64) as usize;
+                            conn.send(&buf[..n]).await.expect("send");
+                            left -= n as u64;
+                        }
+                        out(json!({ "op": "sent" }));
+                    }
+                    Some("pingpong") => {
+                        let count = cmd["count"].as_u64().expect("count") as usize;
+                        let msg = vec![1u8; cmd["size"].as_u64().expect("size") as usize];
+                        let mut latencies = Vec::with_capacity(count);
+                        for _ in 0..count {
+                            let t = Instant::now();
+                            conn.send(&msg).await.expect("ping");
+                            let mut have = 0;
+                            while have < msg.len() {
+                                have += conn.recv().await.expect("pong").expect("data").len();
+                            }
+                            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        out(json!({ "op": "pingpong", "latencies": latencies }));
+                    }
+                    other => panic!("peer process: unsupported command {other:?}"),
+                }
+            }
+            m = conn.recv() => {
+                let Ok(Some(m)) = m else { break };
+                if pong {
+                    if conn.send(&m).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                let t = *first.get_or_insert_with(Instant::now);
+                got += m.len() as u64;
+                if expect > 0 && got >= expect {
+                    out(json!({
+                        "op": "received",
+                        "bytes": got,
+                        "ms": t.elapsed().as_secs_f64() * 1000.0,
+                    }));
+                    (expect, got, first) = (0, 0, None);
+                }
+            }
+        }
+    }
+    swarm.destroy().await;
+}
+
 struct Row {
     name: &'static str,
     connect_ms: f64,
@@ -172,7 +282,16 @@ async fn rust_side(swarm: &mut Swarm) -> Connection {
 }
 
 /// A benchmark pair: `server_js` / `client_js` choose the implementations.
-async fn pair(name: &'static str, boot: &[SocketAddrV4], server_js: bool, client_js: bool) -> Row {
+///
+/// `server_process`: both Rust sides run in child processes of their own, as each JS peer
+/// does.
+async fn pair(
+    name: &'static str,
+    boot: &[SocketAddrV4],
+    server_js: bool,
+    client_js: bool,
+    server_process: bool,
+) -> Row {
     let topic: [u8; 32] = intercom_crypto::random_array();
     let bytes = megabytes() * 1_000_000;
     // The server joins first.
@@ -180,6 +299,10 @@ async fn pair(name: &'static str, boot: &[SocketAddrV4], server_js: bool, client
     let mut js_server = None;
     if server_js {
         js_server = Some(JsSwarm::spawn(boot, &topic, "server", &["bench"], &[]).await);
+    } else if server_process {
+        js_server = Some(
+            JsSwarm::spawn_with(peer_command(), boot, &topic, "server", &["bench"], &[]).await,
+        );
     } else {
         let s = rust_swarm(boot, intercom_crypto::random_array()).await;
         s.join(
@@ -196,8 +319,12 @@ async fn pair(name: &'static str, boot: &[SocketAddrV4], server_js: bool, client
     }
     // Then the client; join → connection.
     let mut rust_client = None;
-    let (connect_ms, mut client) = if client_js {
-        let mut js = JsSwarm::spawn(boot, &topic, "client", &["bench"], &[]).await;
+    let (connect_ms, mut client) = if client_js || server_process {
+        let mut js = if client_js {
+            JsSwarm::spawn(boot, &topic, "client", &["bench"], &[]).await
+        } else {
+            JsSwarm::spawn_with(peer_command(), boot, &topic, "client", &["bench"], &[]).await
+        };
         let v = js.until("connection").await;
         let ms = v["ms"].as_f64().expect("ms");
         js.until("op").await; // benchReady
@@ -312,18 +439,38 @@ async fn idle_rss(boot: &[SocketAddrV4]) -> (f64, f64) {
     (js / 1048576.0, rust / 1048576.0)
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // A peer process is one thread, like a node process; the bench itself uses two.
+    let peer = std::env::var_os(PEER_PROCESS).is_some();
+    let runtime = if peer {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
+    if peer {
+        runtime.block_on(peer_process());
+    } else {
+        runtime.block_on(bench());
+    }
+}
+
+async fn bench() {
     let testnet = JsDht::spawn(&["testnet", "32"]).await;
     let boot = testnet.bootstrap();
     let rows = vec![
-        pair("JS ⇄ JS", &boot, true, true).await,
-        pair("Rust ⇄ Rust", &boot, false, false).await,
-        pair("JS client → Rust server", &boot, false, true).await,
-        pair("Rust client → JS server", &boot, true, false).await,
+        pair("JS ⇄ JS", &boot, true, true, false).await,
+        pair("Rust ⇄ Rust", &boot, false, false, true).await,
+        pair("Rust ⇄ Rust, one process", &boot, false, false, false).await,
+        pair("JS client → Rust server", &boot, false, true, false).await,
+        pair("Rust client → JS server", &boot, true, false, false).await,
     ];
     let (js_rss, rust_rss) = idle_rss(&boot).await;
     println!("idle peer VmRSS: JS {js_rss:.1} MiB, Rust {rust_rss:.1} MiB");
@@ -339,7 +486,10 @@ async fn main() {
     s.push_str(&format!(
         "Peers on one topic of a 32-node JS testnet (`createTestnet(32)` of hyperdht 6.34.0) on\n\
          127.0.0.1; JS peers are `hyperswarm` 4.17.2 processes (`tests/node/swarm-peer.js`),\n\
-         Rust peers are `intercom-swarm` swarms in the bench process. Connect = from the\n\
+         Rust peers are `intercom-swarm` swarms: the Rust ⇄ Rust pair runs as two child\n\
+         processes on one-thread runtimes (like the two node processes of JS ⇄ JS), the\n\
+         mixed pairs' Rust side in the bench process, and the \"one process\" row has both\n\
+         Rust sides in the bench process (two runtime threads). Connect = from the\n\
          client's `join()` to its connection (the server joined before); throughput = {} MB\n\
          one way, client to server, timed by the receiver from its first byte to its last;\n\
          latency = {PINGS} round trips of a {PING_SIZE}-byte message. Machine: 2 cores (shared).\n\n",
