@@ -1,5 +1,5 @@
 //! Shared helpers of the sidechannel integration tests (a module of
-//! `sidechannel_policy.rs` and `sidechannel_interop.rs`): a loopback DHT bootstrap node (`intercom dht-node`), `intercom run`
+//! `sidechannel_policy.rs` and `sidechannel_interop.rs`): a loopback DHT (`intercom dht-node`s), `intercom run`
 //! peers with SC-Bridges and known identities, a bridge client that keeps events apart
 //! from replies, and the JS sidechannel peer of `tests/node/sidechannel-peer.js`.
 //!
@@ -102,38 +102,52 @@ mod base64_free {
     }
 }
 
-/// `intercom dht-node` on 127.0.0.1, killed on drop.
+/// A loopback DHT of `intercom dht-node`s on 127.0.0.1: a bootstrap node and three more
+/// (with one node alone peers cannot learn that they are reachable and every connection
+/// would have to holepunch). Killed on drop.
 pub struct DhtNode {
-    child: Child,
+    children: Vec<Child>,
+    /// The bootstrap node's `HOST:PORT`.
     pub addr: String,
+}
+
+/// Starts `intercom dht-node --host 127.0.0.1 ARGS` and returns it with its ready line.
+fn dht_node(dir: &Path, args: &[&str]) -> (Child, Value) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(["dht-node", "--host", "127.0.0.1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn intercom dht-node");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let ready: Value = serde_json::from_str(&first).expect("dht-node ready line is JSON");
+    (child, ready)
 }
 
 impl DhtNode {
     pub fn start(dir: &Path) -> DhtNode {
-        let mut child = Command::new(BIN)
-            .current_dir(dir)
-            .args(["dht-node", "--host", "127.0.0.1", "--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn intercom dht-node");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let ready: Value = serde_json::from_str(&first).expect("dht-node ready line is JSON");
-        DhtNode {
-            child,
-            addr: format!("127.0.0.1:{}", ready["port"]),
+        let (boot, ready) = dht_node(dir, &["--port", "0"]);
+        let addr = format!("127.0.0.1:{}", ready["port"]);
+        let mut children = vec![boot];
+        for _ in 0..3 {
+            children.push(dht_node(dir, &["--bootstrap", &addr]).0);
         }
+        DhtNode { children, addr }
     }
 }
 
 impl Drop for DhtNode {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
