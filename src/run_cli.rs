@@ -1021,7 +1021,7 @@ mod tests {
     fn welcome_file_and_errors() {
         let kp = intercom_crypto::KeyPair::from_seed(&[7; 32]);
         let w = intercom_sidechannel::create_welcome(&kp, "room", "hi", 5);
-        let b64 = intercom_sidechannel::js::base64_encode(w.to_string().as_bytes());
+        let b64 = intercom_encoding::base64::encode(w.to_string().as_bytes());
         let dir = std::env::temp_dir().join(format!("intercom-run-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("room.b64");

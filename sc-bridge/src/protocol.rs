@@ -595,40 +595,13 @@ pub fn parse_json_or_base64(v: &Value) -> Option<Value> {
             if trimmed.starts_with('{') {
                 serde_json::from_str::<Value>(trimmed).ok()?
             } else {
-                let bytes = base64_decode_lenient(trimmed);
+                let bytes = intercom_encoding::base64::decode_lenient(trimmed);
                 serde_json::from_str::<Value>(&String::from_utf8_lossy(&bytes)).ok()?
             }
         }
         _ => return None,
     };
     parsed.is_object().then_some(parsed)
-}
-
-/// Lenient base64 decoding in the manner of Node's `Buffer.from(s, 'base64')`: accepts `+/` and `-_`, stops at the
-/// first `=`, skips any other character, and drops a trailing partial byte.
-pub fn base64_decode_lenient(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for b in s.bytes() {
-        let val = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(val);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -888,14 +861,6 @@ mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn base64_lenient() {
-        assert_eq!(base64_decode_lenient("aGVsbG8="), b"hello");
-        assert_eq!(base64_decode_lenient("aGVs bG8"), b"hello");
-        assert_eq!(base64_decode_lenient(""), b"");
-        assert_eq!(base64_decode_lenient("a"), b"");
     }
 
     #[test]

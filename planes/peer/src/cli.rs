@@ -20,7 +20,6 @@ use std::sync::Arc;
 use intercom_crypto::KeyPair;
 use intercom_sc_bridge::CliResult;
 use intercom_sidechannel::args::{self, ArgError};
-use intercom_sidechannel::js::base64_encode;
 use intercom_sidechannel::{CredentialError, JoinError, SendError, SidechannelEvent};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -372,7 +371,10 @@ impl Dispatcher {
             Ok(invite) => {
                 let text = invite.to_string();
                 out.push(text.clone());
-                out.push(format!("invite_b64: {}", base64_encode(text.as_bytes())));
+                out.push(format!(
+                    "invite_b64: {}",
+                    intercom_encoding::base64::encode(text.as_bytes())
+                ));
                 Ok(invite)
             }
             Err(PeerError::Credential(CredentialError::InvalidTtl)) => Err(TTL_REQUIRED.into()),
@@ -394,7 +396,10 @@ impl Dispatcher {
             .map_err(stopped)?;
         let json = welcome.to_string();
         out.push(json.clone());
-        out.push(format!("welcome_b64: {}", base64_encode(json.as_bytes())));
+        out.push(format!(
+            "welcome_b64: {}",
+            intercom_encoding::base64::encode(json.as_bytes())
+        ));
         Ok(welcome)
     }
 }

@@ -79,7 +79,7 @@ fn parse_text_form(text: &str) -> Result<Value, ArgError> {
 }
 
 fn decode_base64_json(text: &str) -> Result<Value, ArgError> {
-    let bytes = js::node_base64_decode(text);
+    let bytes = intercom_encoding::base64::decode_lenient(text);
     let decoded = String::from_utf8_lossy(&bytes);
     serde_json::from_str::<Value>(&decoded).map_err(|_| ArgError::Invalid)
 }
@@ -157,7 +157,7 @@ mod tests {
     fn every_form() {
         let v = json!({"payload": {"channel": "x"}, "sig": "ab"});
         let text = v.to_string();
-        let b64 = js::base64_encode(text.as_bytes());
+        let b64 = intercom_encoding::base64::encode(text.as_bytes());
         assert_eq!(parse_welcome_arg(&text).unwrap(), v);
         assert_eq!(parse_welcome_arg(&format!("  {b64}\n")).unwrap(), v);
         assert_eq!(parse_invite_arg(&format!("b64:{b64}")).unwrap(), v);
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(parse_welcome_arg("{bad"), Err(ArgError::Invalid));
         assert_eq!(parse_welcome_arg("!!!"), Err(ArgError::Invalid));
         assert_eq!(
-            parse_welcome_arg(&js::base64_encode(b"5")),
+            parse_welcome_arg(&intercom_encoding::base64::encode(b"5")),
             Err(ArgError::NotAnObject)
         );
         assert_eq!(parse_json_or_base64(&v).unwrap(), v);

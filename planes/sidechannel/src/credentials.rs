@@ -368,7 +368,7 @@ pub fn embedded_welcome(invite: &Value) -> Option<&Value> {
 
 /// The base64 text form printed as `welcome_b64:` / `invite_b64:`.
 pub fn to_base64(credential: &Value) -> String {
-    js::base64_encode(intercom_encoding::js_json::to_string(credential).as_bytes())
+    intercom_encoding::base64::encode(intercom_encoding::js_json::to_string(credential).as_bytes())
 }
 
 #[cfg(test)]

@@ -210,55 +210,6 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// `Buffer.from(s, 'base64')` in Node: both alphabets, characters outside them skipped,
-/// decoding stops at the first `=`, a lone trailing sextet is dropped.
-pub fn node_base64_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for b in s.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
-}
-
-/// Standard padded base64 (what `b4a.toString(buf, 'base64')` writes).
-pub fn base64_encode(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The reference's `stableStringify` for JSON-parsed values: `JSON.stringify` with every
 /// object's keys sorted.
 pub fn stable_stringify(v: &Value) -> String {
@@ -325,16 +276,5 @@ mod tests {
     fn node_decoders() {
         assert_eq!(node_hex_decode("abzzcd"), vec![0xab]);
         assert_eq!(node_hex_decode("ABc"), vec![0xab]);
-        assert_eq!(node_base64_decode("aGV*sbG8=extra"), b"hello");
-        assert_eq!(node_base64_decode("a-_b"), vec![0x6b, 0xef, 0xdb]);
-        assert_eq!(node_base64_decode("abc"), vec![0x69, 0xb7]);
-        assert_eq!(node_base64_decode("a"), Vec::<u8>::new());
-        for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar"] {
-            assert_eq!(
-                node_base64_decode(&base64_encode(s.as_bytes())),
-                s.as_bytes()
-            );
-        }
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
     }
 }

@@ -18,6 +18,7 @@
 //! [`Encode`] and [`Decode`] compose these into struct-style codecs the way the JS
 //! modules build `{ preencode, encode, decode }` objects out of smaller ones.
 
+pub mod base64;
 mod error;
 pub mod js_json;
 mod reader;
