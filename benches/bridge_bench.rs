@@ -16,6 +16,10 @@
 
 #[path = "support/docs.rs"]
 mod docs;
+#[path = "../tests/swarm_support/mod.rs"]
+mod swarm_support;
+
+use swarm_support::vm_rss_bytes;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -157,17 +161,6 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-fn vm_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -250,7 +243,7 @@ async fn main() {
     let rate = burst as f64 / burst_secs;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = vm_rss_mib(b.id().unwrap_or(0));
+    let idle = b.id().and_then(vm_rss_bytes).unwrap_or(0) as f64 / 1_048_576.0;
 
     let ok = |b: bool| if b { "met" } else { "NOT met" };
     let section = format!(

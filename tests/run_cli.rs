@@ -15,6 +15,9 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+mod sidechannel_support;
+use sidechannel_support::DhtNode;
+
 const BIN: &str = env!("CARGO_BIN_EXE_intercom");
 const TOKEN: &str = "run-cli-test-token";
 const WAIT: Duration = Duration::from_secs(20);
@@ -498,8 +501,8 @@ async fn bridge_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_over_a_loopback_dht() {
     let dir = tempfile::tempdir().unwrap();
-    let dht = dht_net(dir.path());
-    let node = dht.bootstrap.clone();
+    let dht = DhtNode::start(dir.path());
+    let node = dht.addr.clone();
     let start = |name: &str| {
         Peer::start(
             dir.path(),
@@ -559,50 +562,6 @@ async fn two_peers_over_a_loopback_dht() {
     drop(dht);
 }
 
-/// A small loopback DHT: a bootstrap node and three more (`intercom dht-node`). One node
-/// alone is not enough: peers need several nodes to learn that they are reachable,
-/// otherwise every connection has to holepunch (as with the JS stack).
-struct DhtNet {
-    nodes: Vec<Child>,
-    bootstrap: String,
-}
-
-impl Drop for DhtNet {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            let _ = n.kill();
-            let _ = n.wait();
-        }
-    }
-}
-
-fn dht_node(dir: &Path, args: &[&str]) -> (Child, Value) {
-    let mut node = intercom(dir)
-        .args(["dht-node", "--host", "127.0.0.1"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(node.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let ready: Value = serde_json::from_str(&first).expect("dht-node ready line is JSON");
-    (node, ready)
-}
-
-fn dht_net(dir: &Path) -> DhtNet {
-    let (boot, ready) = dht_node(dir, &["--port", "0"]);
-    let bootstrap = format!("127.0.0.1:{}", ready["port"]);
-    let mut nodes = vec![boot];
-    for _ in 0..3 {
-        nodes.push(dht_node(dir, &["--bootstrap", &bootstrap]).0);
-    }
-    DhtNet { nodes, bootstrap }
-}
-
 /// An authenticated bridge client of `peer`.
 async fn authed(peer: &Peer) -> Ws {
     let mut ws = Ws::connect(peer.bridge.as_deref().expect("bridge address")).await;
@@ -632,10 +591,10 @@ fn hello_on_room(v: &Value) -> Option<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_on_a_welcomed_channel_deliver_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let dht = dht_net(dir.path());
+    let dht = DhtNode::start(dir.path());
     let bridge_args = [
         "--dht-bootstrap",
-        dht.bootstrap.as_str(),
+        dht.addr.as_str(),
         "--sc-bridge",
         "1",
         "--sc-bridge-token",

@@ -594,9 +594,8 @@ async fn read_loop(
             biased;
             _ = shutdown_signal(shutdown) => return End::Close(CloseCode::Away, "shutting down"),
             _ = client.kicked() => return End::Done,
-            Some((id, call, outcome)) = sends.next(), if !sends.is_empty() => {
-                let reply = client.session().finish(call, outcome);
-                if !enqueue(client, Outbound::Text(encode_reply(id.as_ref(), &reply).into())).await {
+            Some(done) = sends.next(), if !sends.is_empty() => {
+                if !reply_to_send(client, done).await {
                     return End::Done;
                 }
                 continue;
@@ -705,6 +704,20 @@ type PendingSend<'a> = BoxFuture<'a, (Option<Number>, Call, Outcome)>;
 /// Sends one client may have in flight at once.
 const SEND_PIPELINE: usize = 64;
 
+/// Records a finished send in the session and queues its reply; false once the client
+/// is gone.
+async fn reply_to_send(
+    client: &ClientHandle,
+    (id, call, outcome): (Option<Number>, Call, Outcome),
+) -> bool {
+    let reply = client.session().finish(call, outcome);
+    enqueue(
+        client,
+        Outbound::Text(encode_reply(id.as_ref(), &reply).into()),
+    )
+    .await
+}
+
 /// Waits for the sends in flight and queues their replies in order; `Some` when the
 /// connection must end meanwhile.
 async fn finish_sends(
@@ -719,14 +732,7 @@ async fn finish_sends(
             _ = client.kicked() => return Some(End::Done),
             next = sends.next() => next,
         };
-        let (id, call, outcome) = next?;
-        let reply = client.session().finish(call, outcome);
-        if !enqueue(
-            client,
-            Outbound::Text(encode_reply(id.as_ref(), &reply).into()),
-        )
-        .await
-        {
+        if !reply_to_send(client, next?).await {
             return Some(End::Done);
         }
     }
