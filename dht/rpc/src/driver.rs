@@ -133,8 +133,8 @@ enum Command {
     Refresh,
     Nodes(Option<usize>, oneshot::Sender<Vec<SocketAddrV4>>),
     SetRequestSink(mpsc::Sender<IncomingRequest>),
-    SetForeignSink(mpsc::Sender<ForeignDatagram>),
-    SetOtherSocketSink(mpsc::Sender<Transmit>),
+    SetForeignSink(mpsc::Sender<ForeignDatagram>, oneshot::Sender<()>),
+    SetOtherSocketSink(mpsc::Sender<Transmit>, oneshot::Sender<()>),
     SendRaw(Transmit),
     Inject(SocketKind, SocketAddrV4, Vec<u8>),
     Destroy(oneshot::Sender<()>),
@@ -545,7 +545,11 @@ impl Dht {
         capacity: usize,
     ) -> Result<mpsc::Receiver<ForeignDatagram>, DhtError> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.send(Command::SetForeignSink(tx)).await?;
+        let (done, installed) = oneshot::channel();
+        self.send(Command::SetForeignSink(tx, done)).await?;
+        // Installed before we return, so a datagram sent after this call cannot overtake
+        // the handler in the driver's queue.
+        installed.await.map_err(|_| DhtError::Destroyed)?;
         Ok(rx)
     }
 
@@ -556,7 +560,9 @@ impl Dht {
         capacity: usize,
     ) -> Result<mpsc::Receiver<Transmit>, DhtError> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.send(Command::SetOtherSocketSink(tx)).await?;
+        let (done, installed) = oneshot::channel();
+        self.send(Command::SetOtherSocketSink(tx, done)).await?;
+        installed.await.map_err(|_| DhtError::Destroyed)?;
         Ok(rx)
     }
 
@@ -760,8 +766,14 @@ impl Driver {
                 let _ = tx.send(self.node.nodes(limit));
             }
             Command::SetRequestSink(tx) => self.request_sink = Some(tx),
-            Command::SetForeignSink(tx) => self.foreign_sink = Some(tx),
-            Command::SetOtherSocketSink(tx) => self.other_sink = Some(tx),
+            Command::SetForeignSink(tx, done) => {
+                self.foreign_sink = Some(tx);
+                let _ = done.send(());
+            }
+            Command::SetOtherSocketSink(tx, done) => {
+                self.other_sink = Some(tx);
+                let _ = done.send(());
+            }
             Command::SendRaw(t) => self.node_raw(t),
             Command::Inject(socket, from, bytes) => {
                 self.node.handle_datagram(now, socket, from, &bytes)
