@@ -2,6 +2,7 @@
 //! binary and an in-memory one for tests.
 
 use std::collections::BTreeMap;
+#[cfg(feature = "rocksdb")]
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -51,10 +52,12 @@ pub trait KvStore: Send + Sync {
 }
 
 /// RocksDB-backed storage (one database per peer store).
+#[cfg(feature = "rocksdb")]
 pub struct RocksStore {
     db: rocksdb::DB,
 }
 
+#[cfg(feature = "rocksdb")]
 impl RocksStore {
     /// Opens or creates the database at `path`. Fails if another process holds it.
     pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
@@ -70,6 +73,7 @@ impl RocksStore {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 impl KvStore for RocksStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.db
@@ -149,7 +153,7 @@ impl KvStore for MemoryStore {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "rocksdb"))]
 mod tests {
     use super::*;
 
