@@ -239,6 +239,26 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// `c.uint32array`: a uint count, then each element as a little-endian `uint32`.
+    ///
+    /// Unlike `c.array` the JS decoder puts no cap on the count; the bytes are checked to
+    /// be there before anything is allocated.
+    pub fn uint32_array(&mut self) -> Result<Vec<u32>, DecodeError> {
+        let len = self.uint()?;
+        let needed = len.saturating_mul(4);
+        if needed > self.remaining() as u64 {
+            return Err(DecodeError::OutOfBounds {
+                needed,
+                remaining: self.remaining(),
+            });
+        }
+        let bytes = self.take(needed as usize)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
     /// `c.ipv4`.
     pub fn ipv4(&mut self) -> Result<Ipv4Addr, DecodeError> {
         Ok(Ipv4Addr::from(self.fixed::<4>()?))

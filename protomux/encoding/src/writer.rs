@@ -186,6 +186,15 @@ impl Writer {
         self
     }
 
+    /// `c.uint32array`: a uint count, then each element as a little-endian `uint32`.
+    pub fn uint32_array(&mut self, items: &[u32]) -> &mut Self {
+        self.uint(items.len() as u64);
+        for n in items {
+            self.uint32(*n);
+        }
+        self
+    }
+
     /// `c.ipv4`.
     pub fn ipv4(&mut self, ip: &Ipv4Addr) -> &mut Self {
         self.raw(&ip.octets())

@@ -74,3 +74,31 @@ fn non_canonical_varints_are_rejected() {
         assert!(Reader::new(bytes).uint().is_err(), "{bytes:?}");
     }
 }
+
+#[test]
+fn uint32_arrays_round_trip_and_reject_short_input() {
+    // The bytes JS writes for `c.encode(c.uint32array, new Uint32Array([1, 0xdeadbeef]))`.
+    let mut w = Writer::new();
+    w.uint32_array(&[1, 0xdead_beef]);
+    assert_eq!(w.as_slice(), [2, 1, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde]);
+    let mut r = Reader::new(w.as_slice());
+    assert_eq!(r.uint32_array().unwrap(), [1, 0xdead_beef]);
+    assert!(r.is_empty());
+    for cut in 0..w.len() {
+        assert!(Reader::new(&w.as_slice()[..cut]).uint32_array().is_err());
+    }
+
+    let mut rng = Rng(7);
+    for _ in 0..500 {
+        let list: Vec<u32> = (0..rng.next() % 300).map(|_| rng.next() as u32).collect();
+        let mut w = Writer::new();
+        w.uint32_array(&list);
+        assert_eq!(w.len(), uint_len(list.len() as u64) + 4 * list.len());
+        assert_eq!(Reader::new(w.as_slice()).uint32_array().unwrap(), list);
+    }
+
+    // A huge count is refused before anything is allocated.
+    let mut huge = vec![0xff];
+    huge.extend_from_slice(&u64::MAX.to_le_bytes());
+    assert!(Reader::new(&huge).uint32_array().is_err());
+}
