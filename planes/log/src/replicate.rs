@@ -1,0 +1,849 @@
+//! `hypercore/alpha` replication of one log with any number of peers, sans-io.
+//!
+//! A [`Replica`] owns a [`Log`] and the protocol state of every peer channel open for it.
+//! The async layer feeds it what channels receive ([`Replica::on_open`],
+//! [`Replica::on_message`], [`Replica::remove_peer`]) and sends the messages it returns,
+//! each addressed to one peer. Behaviour follows JS hypercore 11's replicator where a JS
+//! peer depends on it:
+//! - on open, each side checks the other's capability, then sends `sync` (its length and
+//!   the length it knows of the peer) and `range` for the blocks it holds;
+//! - a peer longer than us is asked for an `upgrade` from our length (with the manifest
+//!   when we lack it); any length change is announced to every peer with `sync`;
+//! - blocks are requested from peers that announced them (`range`/`bitfield`, after our
+//!   `want`), at most `max_inflight` per peer, each block from one peer at a time, so a
+//!   log downloads from several sources at once;
+//! - requests are answered at once from the log (`data`, or `noData` with JS's reasons).
+//!
+//! A peer whose data does not verify is reported as [`PeerError::BadData`]: the caller
+//! drops it, and the blocks it owed are requested again from the others. Seeks (byte
+//! offsets), pushes and reorgs (fork changes of a log we already hold) are not supported:
+//! seeks get `noData`, pushes are ignored, reorgs are refused as bad data.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::bitfield::Bitfield;
+use crate::tree::{IndexedProof, Proof, ProofRequest, UpgradeProof};
+use crate::wire::{
+    Data, DataBlock, DataHash, DataUpgrade, Handshake, Message, NoData, Range, Request,
+    RequestBlock, RequestUpgrade, Synchronize, Want,
+};
+use crate::{caps, flat, Log, LogError};
+
+/// The protomux protocol name.
+pub const PROTOCOL: &str = "hypercore/alpha";
+/// `noData` reason: we do not have it.
+pub const NOT_AVAILABLE: u64 = 1;
+/// `noData` reason: the request does not fit the log.
+pub const INVALID_REQUEST: u64 = 2;
+/// Invalid requests a peer may send before it is dropped (as JS).
+const MAX_INVALID_REQUESTS: u32 = 64;
+/// Blocks per `want` message (JS's compat batch size).
+const WANT_BATCH: u64 = 2_097_152;
+/// `want` batches sent to one peer ahead of its announced length (JS accepts 4).
+const MAX_WANT_BATCHES: u64 = 4;
+/// Held runs announced with `range` in one go.
+const MAX_ANNOUNCED_RANGES: usize = 64;
+
+/// Identifies one peer channel within a replica.
+pub type PeerId = u64;
+
+/// Messages to send, each to one peer.
+pub type Outgoing = Vec<(PeerId, Message)>;
+
+/// Settings of a [`Replica`].
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Block requests in flight per peer.
+    pub max_inflight: usize,
+    /// Download every block (otherwise only the signed length is followed).
+    pub download: bool,
+    /// Request no blocks until this many peers are open and synced (then go on with
+    /// whoever is there), so a download spreads over several sources from the start.
+    pub min_peers: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            max_inflight: 64,
+            download: true,
+            min_peers: 1,
+        }
+    }
+}
+
+/// Why a peer must be dropped, or the replica cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer broke the protocol (bad capability, undecodable message, too many invalid
+    /// requests).
+    #[error("peer broke the protocol: {0}")]
+    Protocol(String),
+    /// The peer sent data that does not verify; nothing of it was stored.
+    #[error("peer sent invalid data: {0}")]
+    BadData(LogError),
+    /// Our own storage failed.
+    #[error("local log failure: {0}")]
+    Local(LogError),
+}
+
+/// What we know of a peer's copy of the log.
+#[derive(Debug, Default)]
+struct Remote {
+    synced: bool,
+    fork: u64,
+    length: u64,
+    /// The length the peer says it knows of ours.
+    length_acked: u64,
+    can_upgrade: bool,
+    has_manifest: bool,
+    contiguous: u64,
+    have: Bitfield,
+}
+
+impl Remote {
+    fn has(&self, block: u64) -> bool {
+        block < self.contiguous || self.have.get(block)
+    }
+}
+
+/// Counters of a replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// Blocks downloaded and verified.
+    pub blocks_downloaded: u64,
+    /// Peer channels that delivered at least one verified block.
+    pub sources: u64,
+    /// Peer channels dropped for data that did not verify.
+    pub bad_peers: u64,
+}
+
+/// One request we sent and wait an answer for.
+#[derive(Debug, Clone, Copy)]
+struct Inflight {
+    block: Option<u64>,
+    upgrade: bool,
+}
+
+#[derive(Debug)]
+struct Peer {
+    expected_capability: [u8; 32],
+    opened: bool,
+    remote: Remote,
+    inflight: HashMap<u64, Inflight>,
+    invalid_requests: u32,
+    blocks_delivered: u64,
+    wanted_batches: u64,
+    /// Our length when we last sent `sync`.
+    synced_length: Option<u64>,
+}
+
+/// A log and the replication state of its peers.
+#[derive(Debug)]
+pub struct Replica {
+    log: Log,
+    config: ReplicaConfig,
+    peers: BTreeMap<PeerId, Peer>,
+    next_peer: PeerId,
+    next_request: u64,
+    /// Blocks requested, and from whom.
+    block_inflight: HashMap<u64, PeerId>,
+    /// The peer an upgrade was requested from.
+    upgrade_inflight: Option<PeerId>,
+    /// Block requests have started (the `min_peers` gate is passed).
+    downloading: bool,
+    stats: ReplicaStats,
+}
+
+impl Replica {
+    /// Replicates `log`.
+    pub fn new(log: Log, config: ReplicaConfig) -> Replica {
+        Replica {
+            log,
+            config,
+            peers: BTreeMap::new(),
+            next_peer: 1,
+            next_request: 1,
+            block_inflight: HashMap::new(),
+            upgrade_inflight: None,
+            downloading: false,
+            stats: ReplicaStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ReplicaStats {
+        self.stats
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Number of peers whose channel is open.
+    pub fn open_peers(&self) -> usize {
+        self.peers.values().filter(|p| p.opened).count()
+    }
+
+    /// True when some peer has told us its length, we have every block of the signed
+    /// length, and no peer announced a longer one.
+    pub fn is_complete(&self) -> bool {
+        let synced = self.peers.values().filter(|p| p.remote.synced);
+        let Some(longest) = synced.map(|p| p.remote.length).max() else {
+            return false;
+        };
+        self.log.length() >= longest && self.log.contiguous_length() == self.log.length()
+    }
+
+    /// Registers a channel on a connection where we are (or not) the initiator, with
+    /// that connection's Noise handshake hash. Returns its id and the handshake to open
+    /// the channel with.
+    pub fn add_peer(&mut self, is_initiator: bool, handshake_hash: &[u8]) -> (PeerId, Handshake) {
+        let id = self.next_peer;
+        self.next_peer += 1;
+        let key = self.log.key();
+        self.peers.insert(
+            id,
+            Peer {
+                expected_capability: caps::replication_capability(
+                    !is_initiator,
+                    key,
+                    handshake_hash,
+                ),
+                opened: false,
+                remote: Remote::default(),
+                inflight: HashMap::new(),
+                invalid_requests: 0,
+                blocks_delivered: 0,
+                wanted_batches: 0,
+                synced_length: None,
+            },
+        );
+        let handshake = Handshake {
+            seeks: false,
+            capability: caps::replication_capability(is_initiator, key, handshake_hash),
+        };
+        (id, handshake)
+    }
+
+    /// Forgets a peer whose channel closed; what it owed is asked of the others.
+    pub fn remove_peer(&mut self, peer: PeerId) -> Outgoing {
+        if self.peers.remove(&peer).is_none() {
+            return Vec::new();
+        }
+        self.block_inflight.retain(|_, p| *p != peer);
+        if self.upgrade_inflight == Some(peer) {
+            self.upgrade_inflight = None;
+        }
+        let mut out = Vec::new();
+        self.schedule(&mut out);
+        out
+    }
+
+    /// The peer opened its side of the channel with `handshake`.
+    pub fn on_open(&mut self, peer: PeerId, handshake: &Handshake) -> Result<Outgoing, PeerError> {
+        let p = self.peer_mut(peer)?;
+        if handshake.capability != p.expected_capability {
+            return Err(PeerError::Protocol(
+                "remote sent an invalid replication capability".into(),
+            ));
+        }
+        if p.opened {
+            return Ok(Vec::new());
+        }
+        p.opened = true;
+        let mut out = Vec::new();
+        self.send_sync(peer, &mut out);
+        for (start, length) in self.log.held_ranges(MAX_ANNOUNCED_RANGES) {
+            out.push((
+                peer,
+                Message::Range(Range {
+                    drop: false,
+                    start,
+                    length,
+                }),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Handles one message from `peer`.
+    pub fn on_message(&mut self, peer: PeerId, message: Message) -> Result<Outgoing, PeerError> {
+        if !self.peer_mut(peer)?.opened {
+            // JS only processes messages once the channel is open on both sides.
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        match message {
+            Message::Sync(s) => self.on_sync(peer, s, &mut out)?,
+            Message::Request(r) => self.on_request(peer, r, &mut out)?,
+            Message::Data(d) => self.on_data(peer, d, &mut out)?,
+            Message::NoData(n) => self.on_no_data(peer, n, &mut out)?,
+            Message::Want(w) => self.on_want(peer, w, &mut out),
+            Message::Range(r) => {
+                let remote = &mut self.peer_mut(peer)?.remote;
+                apply_range(remote, &r);
+                self.schedule(&mut out);
+            }
+            Message::Bitfield(b) => {
+                let remote = &mut self.peer_mut(peer)?.remote;
+                if b.start.saturating_add(32 * b.bitfield.len() as u64) > flat::MAX_LENGTH {
+                    return Err(PeerError::Protocol("bitfield beyond any log length".into()));
+                }
+                remote.have.insert_words(b.start, &b.bitfield);
+                self.schedule(&mut out);
+            }
+            // We answer requests at once, so there is nothing left to cancel; unwants,
+            // extensions and reorg hints carry nothing we act on.
+            Message::Cancel(_) | Message::Unwant(_) | Message::Extension(_) => {}
+        }
+        Ok(out)
+    }
+
+    /// Appends to our own log and tells every peer. Durable when this returns.
+    pub fn append<E: AsRef<[u8]>>(&mut self, entries: &[E]) -> Result<(u64, Outgoing), LogError> {
+        let start = self.log.length();
+        let length = self.log.append(entries)?;
+        let mut out = Vec::new();
+        let peers: Vec<PeerId> = self.opened_peers();
+        for peer in peers {
+            self.send_sync(peer, &mut out);
+            out.push((
+                peer,
+                Message::Range(Range {
+                    drop: false,
+                    start,
+                    length: length - start,
+                }),
+            ));
+        }
+        Ok((length, out))
+    }
+
+    fn opened_peers(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.opened)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn peer_mut(&mut self, peer: PeerId) -> Result<&mut Peer, PeerError> {
+        self.peers
+            .get_mut(&peer)
+            .ok_or_else(|| PeerError::Protocol(format!("unknown peer {peer}")))
+    }
+
+    fn send_sync(&mut self, peer: PeerId, out: &mut Outgoing) {
+        let length = self.log.length();
+        let fork = self.log.fork();
+        let has_manifest = self.log.has_manifest();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        p.synced_length = Some(length);
+        out.push((
+            peer,
+            Message::Sync(Synchronize {
+                fork,
+                length,
+                remote_length: if p.remote.fork == fork {
+                    p.remote.length
+                } else {
+                    0
+                },
+                can_upgrade: true,
+                uploading: true,
+                downloading: true,
+                has_manifest,
+                allow_push: false,
+            }),
+        ));
+    }
+
+    fn on_sync(
+        &mut self,
+        peer: PeerId,
+        s: Synchronize,
+        out: &mut Outgoing,
+    ) -> Result<(), PeerError> {
+        if s.length > flat::MAX_LENGTH {
+            return Err(PeerError::Protocol(format!(
+                "sync length {} is out of range",
+                s.length
+            )));
+        }
+        let our_length = self.log.length();
+        let our_fork = self.log.fork();
+        let p = self.peer_mut(peer)?;
+        let changed = !p.remote.synced || p.remote.length != s.length || p.remote.fork != s.fork;
+        p.remote.synced = true;
+        p.remote.fork = s.fork;
+        p.remote.length = s.length;
+        p.remote.length_acked = if s.fork == our_fork {
+            s.remote_length
+        } else {
+            0
+        };
+        p.remote.can_upgrade = s.can_upgrade;
+        p.remote.has_manifest = s.has_manifest;
+        // Acknowledge a new length of theirs (JS only asks us for upgrades when we have
+        // acknowledged its length), and tell a shorter peer our length again.
+        let stale_view = p.remote.length_acked != our_length;
+        if changed || (stale_view && s.fork == our_fork && our_length > s.length) {
+            self.send_sync(peer, out);
+        }
+        self.want_batches(peer, out);
+        self.schedule(out);
+        Ok(())
+    }
+
+    fn want_batches(&mut self, peer: PeerId, out: &mut Outgoing) {
+        if !self.config.download {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let needed = p.remote.length.div_ceil(WANT_BATCH).min(MAX_WANT_BATCHES);
+        while p.wanted_batches < needed {
+            out.push((
+                peer,
+                Message::Want(Want {
+                    start: p.wanted_batches * WANT_BATCH,
+                    length: WANT_BATCH,
+                    any: false,
+                }),
+            ));
+            p.wanted_batches += 1;
+        }
+    }
+
+    fn on_want(&mut self, peer: PeerId, w: Want, out: &mut Outgoing) {
+        let end = w.start.saturating_add(w.length);
+        for (start, length) in self.log.held_ranges(MAX_ANNOUNCED_RANGES) {
+            if start < end && start + length > w.start {
+                out.push((
+                    peer,
+                    Message::Range(Range {
+                        drop: false,
+                        start,
+                        length,
+                    }),
+                ));
+                if w.any {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        r: Request,
+        out: &mut Outgoing,
+    ) -> Result<(), PeerError> {
+        let no_data = |reason| {
+            Message::NoData(NoData {
+                request: r.id,
+                reason,
+            })
+        };
+        let log = &self.log;
+        let unavailable = r.fork != log.fork()
+            || r.seek.is_some()
+            || r.block.as_ref().is_some_and(|b| !log.has(b.index));
+        if unavailable {
+            let reply = match (r.manifest, log.manifest()) {
+                (true, Some(manifest)) => Message::Data(Data {
+                    request: r.id,
+                    fork: log.fork(),
+                    manifest: Some(manifest),
+                    ..Data::default()
+                }),
+                _ => no_data(NOT_AVAILABLE),
+            };
+            out.push((peer, reply));
+            return Ok(());
+        }
+        let req = ProofRequest {
+            block: r.block.as_ref().map(|b| (b.index, b.nodes)),
+            hash: r.hash.as_ref().map(|h| (h.index, h.nodes)),
+            upgrade: r.upgrade.as_ref().map(|u| (u.start, u.length)),
+        };
+        let proof = match log.proof(&req) {
+            Ok(p) => p,
+            Err(LogError::InvalidRequest(why)) => {
+                tracing::debug!(peer, why, "invalid hypercore request");
+                out.push((peer, no_data(INVALID_REQUEST)));
+                let p = self.peer_mut(peer)?;
+                p.invalid_requests += 1;
+                if p.invalid_requests >= MAX_INVALID_REQUESTS {
+                    return Err(PeerError::Protocol(format!(
+                        "{MAX_INVALID_REQUESTS} invalid requests"
+                    )));
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(PeerError::Local(e)),
+        };
+        let value = match &proof.block {
+            Some(b) => Some(
+                log.get(b.index)
+                    .map_err(PeerError::Local)?
+                    .ok_or(PeerError::Local(LogError::MissingNode(2 * b.index)))?,
+            ),
+            None => None,
+        };
+        let manifest = if r.manifest { log.manifest() } else { None };
+        out.push((
+            peer,
+            Message::Data(proof_to_data(r.id, proof, value, manifest)),
+        ));
+        Ok(())
+    }
+
+    fn on_data(&mut self, peer: PeerId, d: Data, out: &mut Outgoing) -> Result<(), PeerError> {
+        let p = self.peer_mut(peer)?;
+        let Some(req) = p.inflight.remove(&d.request) else {
+            // Unsolicited (a push, or an answer to a request we gave up): not accepted.
+            return Ok(());
+        };
+        if let Some(b) = req.block {
+            self.block_inflight.remove(&b);
+        }
+        if req.upgrade {
+            self.upgrade_inflight = None;
+        }
+        if let Some(m) = &d.manifest {
+            if !self.log.has_manifest() {
+                self.log.set_manifest(m).map_err(classify)?;
+            }
+        }
+        let matches = match (req.block, &d.block) {
+            (Some(want), Some(got)) => want == got.index,
+            (Some(_), None) => false,
+            (None, Some(_)) => false,
+            (None, None) => true,
+        };
+        if matches && (d.block.is_some() || d.upgrade.is_some() || d.hash.is_some()) {
+            let (proof, value) = data_to_proof(d);
+            let applied = match self.log.apply(&proof, value.as_deref()).map_err(classify) {
+                Ok(a) => a,
+                Err(e) => {
+                    if matches!(e, PeerError::BadData(_)) {
+                        self.stats.bad_peers += 1;
+                    }
+                    return Err(e);
+                }
+            };
+            if applied.upgraded {
+                for other in self.opened_peers() {
+                    self.send_sync(other, out);
+                }
+            }
+            if let Some(block) = applied.new_block {
+                self.stats.blocks_downloaded += 1;
+                let p = self.peer_mut(peer)?;
+                p.blocks_delivered += 1;
+                if p.blocks_delivered == 1 {
+                    self.stats.sources += 1;
+                }
+                for (id, other) in &self.peers {
+                    if other.opened && other.remote.synced && !other.remote.has(block) {
+                        out.push((
+                            *id,
+                            Message::Range(Range {
+                                drop: false,
+                                start: block,
+                                length: 1,
+                            }),
+                        ));
+                    }
+                }
+            }
+        } else if let Some(b) = req.block {
+            // Answered without the block: treat as not available there.
+            self.peer_mut(peer)?.remote.have.set(b, false);
+        }
+        self.schedule(out);
+        Ok(())
+    }
+
+    fn on_no_data(&mut self, peer: PeerId, n: NoData, out: &mut Outgoing) -> Result<(), PeerError> {
+        let p = self.peer_mut(peer)?;
+        let Some(req) = p.inflight.remove(&n.request) else {
+            return Ok(());
+        };
+        if let Some(b) = req.block {
+            // The peer announced the block but does not have it (any more).
+            p.remote.have.set(b, false);
+            if b < p.remote.contiguous {
+                let after = p.remote.contiguous - b - 1;
+                p.remote.have.set_range(b + 1, after, true);
+                p.remote.contiguous = b;
+            }
+        }
+        if req.upgrade {
+            p.remote.can_upgrade = false;
+        }
+        if let Some(b) = req.block {
+            self.block_inflight.remove(&b);
+        }
+        if req.upgrade {
+            self.upgrade_inflight = None;
+        }
+        self.schedule(out);
+        Ok(())
+    }
+
+    /// Sends the requests that can be sent now: an upgrade from the longest suitable
+    /// peer, then missing blocks from peers that hold them.
+    fn schedule(&mut self, out: &mut Outgoing) {
+        let length = self.log.length();
+        let fork = self.log.fork();
+        if self.upgrade_inflight.is_none() {
+            let best = self
+                .peers
+                .iter()
+                .filter(|(_, p)| {
+                    p.opened
+                        && p.remote.synced
+                        && p.remote.can_upgrade
+                        && p.remote.length > length
+                        && (p.remote.fork == fork || length == 0)
+                })
+                .max_by_key(|(_, p)| p.remote.length)
+                .map(|(id, _)| *id);
+            if let Some(peer) = best {
+                let needs_manifest = !self.log.has_manifest();
+                let id = self.next_request_id();
+                let p = self.peers.get_mut(&peer).expect("peer chosen above");
+                p.inflight.insert(
+                    id,
+                    Inflight {
+                        block: None,
+                        upgrade: true,
+                    },
+                );
+                self.upgrade_inflight = Some(peer);
+                out.push((
+                    peer,
+                    Message::Request(Request {
+                        id,
+                        fork: p.remote.fork,
+                        upgrade: Some(RequestUpgrade {
+                            start: length,
+                            length: p.remote.length - length,
+                        }),
+                        manifest: needs_manifest,
+                        ..Request::default()
+                    }),
+                ));
+            }
+        }
+        if !self.config.download || !self.log.has_manifest() {
+            return;
+        }
+        if !self.downloading {
+            let ready = self
+                .peers
+                .values()
+                .filter(|p| p.opened && p.remote.synced)
+                .count();
+            if ready < self.config.min_peers {
+                return;
+            }
+            self.downloading = true;
+        }
+        let peers: Vec<PeerId> = self.opened_peers();
+        for peer in peers {
+            let mut cursor = self.log.contiguous_length();
+            loop {
+                let p = &self.peers[&peer];
+                if p.inflight.len() >= self.config.max_inflight || p.remote.fork != fork {
+                    break;
+                }
+                let Some(block) = self.next_wanted(peer, cursor, length) else {
+                    break;
+                };
+                cursor = block + 1;
+                let id = self.next_request_id();
+                let p = self.peers.get_mut(&peer).expect("peer listed above");
+                p.inflight.insert(
+                    id,
+                    Inflight {
+                        block: Some(block),
+                        upgrade: false,
+                    },
+                );
+                self.block_inflight.insert(block, peer);
+                out.push((
+                    peer,
+                    Message::Request(Request {
+                        id,
+                        fork,
+                        block: Some(RequestBlock {
+                            index: block,
+                            nodes: nodes_to_root(block, length),
+                        }),
+                        ..Request::default()
+                    }),
+                ));
+            }
+        }
+    }
+
+    /// The next block at or after `from` (below `end`) that we lack, `peer` holds and
+    /// nobody is fetching.
+    fn next_wanted(&self, peer: PeerId, mut from: u64, end: u64) -> Option<u64> {
+        let remote = &self.peers[&peer].remote;
+        loop {
+            let block = self.log.first_missing(from, end)?;
+            if remote.has(block) && !self.block_inflight.contains_key(&block) {
+                return Some(block);
+            }
+            from = block + 1;
+            if !remote.has(block) && block >= remote.contiguous {
+                // Skip ahead to the next block the peer announced.
+                from = remote.have.find(from, end, true)?;
+            }
+        }
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        // Ids stay small and never 0 (0 marks unsolicited data in JS).
+        self.next_request = if id >= u32::MAX as u64 { 1 } else { id + 1 };
+        id
+    }
+}
+
+fn apply_range(remote: &mut Remote, r: &Range) {
+    let end = r.start.saturating_add(r.length).min(flat::MAX_LENGTH);
+    if r.drop {
+        if r.start < remote.contiguous {
+            let old = remote.contiguous;
+            remote.contiguous = r.start;
+            if end < old {
+                remote.have.set_range(end, old - end, true);
+            }
+        }
+        remote
+            .have
+            .set_range(r.start, end.saturating_sub(r.start), false);
+    } else if r.start <= remote.contiguous {
+        remote.contiguous = remote.contiguous.max(end);
+    } else {
+        remote.have.set_range(r.start, end - r.start, true);
+    }
+}
+
+/// Tree levels a block proof must climb to reach the full root above it in a tree of
+/// `length` blocks (we always hold every root).
+fn nodes_to_root(block: u64, length: u64) -> u64 {
+    let head = 2 * length;
+    let mut ite = flat::Iterator::new(2 * block);
+    let mut count = 0;
+    loop {
+        let mut parent = ite;
+        parent.parent();
+        if parent.contains(head) || flat::right_span(parent.index) >= head {
+            return count;
+        }
+        ite = parent;
+        count += 1;
+    }
+}
+
+fn classify(e: LogError) -> PeerError {
+    match e {
+        LogError::Store(_) | LogError::Corrupt { .. } | LogError::MissingNode(_) => {
+            PeerError::Local(e)
+        }
+        other => PeerError::BadData(other),
+    }
+}
+
+fn proof_to_data(
+    request: u64,
+    proof: Proof,
+    value: Option<Vec<u8>>,
+    manifest: Option<crate::wire::Manifest>,
+) -> Data {
+    Data {
+        request,
+        fork: proof.fork,
+        block: proof.block.map(|b| DataBlock {
+            index: b.index,
+            value: value.unwrap_or_default(),
+            nodes: b.nodes,
+        }),
+        hash: proof.hash.map(|h| DataHash {
+            index: h.index,
+            nodes: h.nodes,
+        }),
+        seek: None,
+        upgrade: proof.upgrade.map(|u| DataUpgrade {
+            start: u.start,
+            length: u.length,
+            nodes: u.nodes,
+            additional_nodes: u.additional_nodes,
+            signature: Some(u.signature),
+        }),
+        manifest,
+    }
+}
+
+fn data_to_proof(d: Data) -> (Proof, Option<Vec<u8>>) {
+    let mut value = None;
+    let proof = Proof {
+        fork: d.fork,
+        block: d.block.map(|b| {
+            value = Some(b.value);
+            IndexedProof {
+                index: b.index,
+                nodes: b.nodes,
+            }
+        }),
+        hash: d.hash.map(|h| IndexedProof {
+            index: h.index,
+            nodes: h.nodes,
+        }),
+        upgrade: d.upgrade.map(|u| UpgradeProof {
+            start: u.start,
+            length: u.length,
+            nodes: u.nodes,
+            additional_nodes: u.additional_nodes,
+            signature: u.signature.unwrap_or_default(),
+        }),
+    };
+    (proof, value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_to_root_reaches_the_full_root() {
+        // length 4: one root (3); block 0 climbs 0 -> 1 -> 3: two levels.
+        assert_eq!(nodes_to_root(0, 4), 2);
+        // length 5: roots 3 and 8; block 4 is a root itself.
+        assert_eq!(nodes_to_root(4, 5), 0);
+        // length 6: roots 3 and 9; block 5 climbs to 9.
+        assert_eq!(nodes_to_root(5, 6), 1);
+        for length in 1..100u64 {
+            let roots = flat::full_roots(2 * length);
+            for block in 0..length {
+                let mut ite = flat::Iterator::new(2 * block);
+                for _ in 0..nodes_to_root(block, length) {
+                    ite.parent();
+                }
+                assert!(roots.contains(&ite.index), "block {block} of {length}");
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Replication between replicas over in-memory protomux pairs: full download with
+//! verification, live appends, two sources at once with one serving damaged blocks, and
+//! a peer sending malformed or oversized messages, which is dropped while others go on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use intercom_crypto::KeyPair;
+use intercom_log::replicate::PROTOCOL;
+use intercom_log::wire::{Data, DataBlock, Handshake, Message, Request, RequestUpgrade};
+use intercom_log::{caps, Log, Replica, ReplicaConfig, SharedReplica};
+use intercom_protomux::{memory_pair, ChannelEvent, ChannelOptions, Mux, MuxConfig};
+use intercom_stores::{Batch, KvStore, MemoryStore};
+
+const HANDSHAKE_HASH: [u8; 64] = [9; 64];
+const T: Duration = Duration::from_secs(20);
+
+fn entry(i: usize) -> Vec<u8> {
+    format!("entry {i} {}", "z".repeat(i % 50)).into_bytes()
+}
+
+fn writer(entries: usize) -> (Arc<MemoryStore>, Log) {
+    let kv = Arc::new(MemoryStore::default());
+    let mut log = Log::open_writer(kv.clone(), KeyPair::from_seed(&[3; 32])).unwrap();
+    let all: Vec<Vec<u8>> = (0..entries).map(entry).collect();
+    for chunk in all.chunks(500) {
+        log.append(chunk).unwrap();
+    }
+    (kv, log)
+}
+
+fn shared(log: Log, config: ReplicaConfig) -> SharedReplica {
+    SharedReplica::new(Replica::new(log, config))
+}
+
+/// Connects two replicas as the two ends of one connection.
+fn connect(a: &SharedReplica, b: &SharedReplica) -> (Mux, Mux) {
+    let ((a_rx, a_tx), (b_rx, b_tx)) = memory_pair(64);
+    let (mux_a, _) = Mux::new(a_rx, a_tx, MuxConfig::default());
+    let (mux_b, _) = Mux::new(b_rx, b_tx, MuxConfig::default());
+    for (replica, mux, initiator) in [(a, &mux_a, true), (b, &mux_b, false)] {
+        let replica = replica.clone();
+        let mux = mux.clone();
+        tokio::spawn(async move { replica.replicate(mux, initiator, &HANDSHAKE_HASH).await });
+    }
+    (mux_a, mux_b)
+}
+
+async fn complete(r: &SharedReplica, length: u64) {
+    tokio::time::timeout(
+        T,
+        r.wait_for(|r| r.is_complete() && r.log().length() == length),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        let (l, c) = r.with(|r| (r.log().length(), r.log().contiguous_length()));
+        panic!("not complete: length {l}, contiguous {c}, wanted {length}")
+    });
+}
+
+fn reader_of(key: [u8; 32], config: ReplicaConfig) -> SharedReplica {
+    shared(
+        Log::open(Arc::new(MemoryStore::default()), key).unwrap(),
+        config,
+    )
+}
+
+#[tokio::test]
+async fn downloads_verifies_and_follows_appends() {
+    let (_, log) = writer(2000);
+    let key = *log.key();
+    let head = log.head().clone();
+    let w = shared(log, ReplicaConfig::default());
+    let r = reader_of(key, ReplicaConfig::default());
+    let _conn = connect(&w, &r);
+    complete(&r, 2000).await;
+    r.with(|r| {
+        assert_eq!(r.log().head(), &head);
+        assert_eq!(r.log().verify_all().unwrap(), 2000);
+        assert_eq!(r.log().get(1234).unwrap().unwrap(), entry(1234));
+    });
+    for n in 1..=5 {
+        w.append(&[format!("live {n}")]).unwrap();
+        complete(&r, 2000 + n).await;
+    }
+    assert_eq!(r.with(|r| r.log().get(2004).unwrap()).unwrap(), b"live 5");
+}
+
+#[tokio::test]
+async fn two_sources_one_damaged() {
+    let (kv, log) = writer(3000);
+    let key = *log.key();
+    // A second, honest copy made by replication.
+    let w = shared(log, ReplicaConfig::default());
+    let copy = reader_of(key, ReplicaConfig::default());
+    let conn = connect(&w, &copy);
+    complete(&copy, 3000).await;
+    drop(conn);
+    // Damage every 100th block of the writer's store.
+    let dk = caps::discovery_key(&key);
+    let mut batch = Batch::default();
+    for block in (50..3000u64).step_by(100) {
+        let mut k = b"log/".to_vec();
+        k.extend_from_slice(&dk);
+        k.extend_from_slice(b"/b");
+        k.extend_from_slice(&block.to_be_bytes());
+        let mut v = kv.get(&k).unwrap().unwrap();
+        v[0] ^= 1;
+        batch.put(&k, &v);
+    }
+    kv.write(batch, true).unwrap();
+
+    let reader = reader_of(
+        key,
+        ReplicaConfig {
+            min_peers: 2,
+            ..ReplicaConfig::default()
+        },
+    );
+    let _a = connect(&w, &reader);
+    let _b = connect(&copy, &reader);
+    complete(&reader, 3000).await;
+    let stats = reader.with(|r| r.stats());
+    assert_eq!(stats.blocks_downloaded, 3000);
+    assert!(stats.sources >= 2, "{stats:?}");
+    assert_eq!(stats.bad_peers, 1, "{stats:?}");
+    reader.with(|r| {
+        assert_eq!(r.log().verify_all().unwrap(), 3000);
+        assert_eq!(r.log().get(50).unwrap().unwrap(), entry(50));
+    });
+}
+
+/// Opens a raw `hypercore/alpha` channel to `target` with a valid capability and
+/// returns it, so a test can send anything on it.
+async fn raw_peer(target: &SharedReplica, key: [u8; 32]) -> (Mux, intercom_protomux::Channel) {
+    let ((a_rx, a_tx), (b_rx, b_tx)) = memory_pair(64);
+    let (ours, _) = Mux::new(a_rx, a_tx, MuxConfig::default());
+    let (theirs, _) = Mux::new(b_rx, b_tx, MuxConfig::default());
+    let target = target.clone();
+    tokio::spawn(async move { target.replicate(theirs, false, &HANDSHAKE_HASH).await });
+    let handshake = Handshake {
+        seeks: false,
+        capability: caps::replication_capability(true, &key, &HANDSHAKE_HASH),
+    };
+    let mut channel = ours
+        .open_channel(
+            ChannelOptions::new(PROTOCOL)
+                .with_id(caps::discovery_key(&key).to_vec())
+                .with_handshake(intercom_encoding::encode(&handshake)),
+        )
+        .await
+        .unwrap();
+    match tokio::time::timeout(T, channel.recv()).await.unwrap() {
+        Some(ChannelEvent::Opened { .. }) => {}
+        other => panic!("channel not opened: {other:?}"),
+    }
+    (ours, channel)
+}
+
+async fn closed(mux: &Mux) {
+    tokio::time::timeout(T, async {
+        while !mux.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the bad peer was disconnected");
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_messages_drop_only_that_peer() {
+    let (_, log) = writer(500);
+    let key = *log.key();
+    let w = shared(log, ReplicaConfig::default());
+
+    // Undecodable payload for a known type.
+    let (mux, channel) = raw_peer(&w, key).await;
+    channel.send(1, &[0xff, 0xff]).await.unwrap();
+    closed(&mux).await;
+
+    // Unknown message type.
+    let (mux, channel) = raw_peer(&w, key).await;
+    channel.send(42, b"hello").await.unwrap();
+    closed(&mux).await;
+
+    // Unsolicited oversized data (a 4 MB block nobody asked for) is ignored, and
+    // upgrade requests far beyond the log are answered "invalid" until the peer exceeds
+    // the invalid-request budget and is dropped.
+    let (mux, mut channel) = raw_peer(&w, key).await;
+    let data = Message::Data(Data {
+        request: 77,
+        block: Some(DataBlock {
+            index: 3,
+            value: vec![7; 4 << 20],
+            nodes: Vec::new(),
+        }),
+        ..Data::default()
+    });
+    let (t, p) = data.encode();
+    channel.send(t, &p).await.unwrap();
+    for id in 1..=64u64 {
+        let req = Message::Request(Request {
+            id,
+            upgrade: Some(RequestUpgrade {
+                start: 0,
+                length: 1 << 40,
+            }),
+            ..Request::default()
+        });
+        let (t, p) = req.encode();
+        if channel.send(t, &p).await.is_err() {
+            break;
+        }
+    }
+    let mut no_data = 0;
+    while let Ok(Some(ChannelEvent::Message { message_type, .. })) =
+        tokio::time::timeout(T, channel.recv()).await
+    {
+        if message_type == 4 {
+            no_data += 1;
+        }
+    }
+    assert!(no_data > 0, "invalid requests are answered with noData");
+    closed(&mux).await;
+
+    // Meanwhile the writer still serves a well-behaved reader.
+    let r = reader_of(key, ReplicaConfig::default());
+    let _conn = connect(&w, &r);
+    complete(&r, 500).await;
+}
