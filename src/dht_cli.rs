@@ -220,7 +220,7 @@ fn peer_json(p: &Peer) -> Value {
     })
 }
 
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

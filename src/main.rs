@@ -3,6 +3,7 @@
 
 mod demo;
 mod dht_cli;
+mod log_cli;
 mod peer_net;
 mod run_cli;
 mod swarm_cli;
@@ -30,6 +31,9 @@ enum Command {
     /// Runs one long-lived Intercom peer: persistent identity (stores/<name>/), sidechannels,
     /// the SC-Bridge WebSocket API and the slash-command TTY. Takes the JS Intercom's flags.
     Run(Box<run_cli::RunArgs>),
+    /// Subnet writer logs (hypercores): append, get, info, serve on the swarm, replicate
+    /// and verify (JSON lines).
+    Log(log_cli::LogArgs),
     /// Hyperswarm tools: `swarm pipe` pipes stdin/stdout through a topic's first connection.
     Swarm(swarm_cli::SwarmArgs),
 }
@@ -44,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::Dht(args) => dht_cli::run(args).await,
             Command::Run(args) => run_cli::run(*args).await,
             Command::Swarm(args) => swarm_cli::run(args).await,
+            Command::Log(args) => log_cli::run(args).await,
         }
     })
 }

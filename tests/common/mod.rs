@@ -21,6 +21,7 @@ pub fn tests_dir() -> PathBuf {
 /// A running node script whose stdout is read as JSON lines; killed when dropped.
 pub struct NodePeer {
     child: Child,
+    stdin: Option<tokio::process::ChildStdin>,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     pub name: String,
 }
@@ -29,27 +30,58 @@ impl NodePeer {
     /// Starts `node tests/node/<script> args...`. Panics with a clear message when the JS
     /// modules are not installed.
     pub fn spawn(script: &str, args: &[&str]) -> NodePeer {
+        NodePeer::start(script, args, false)
+    }
+
+    /// Like [`NodePeer::spawn`], with stdin kept open for [`NodePeer::send_line`] (such
+    /// scripts exit when stdin ends, i.e. when the peer is dropped).
+    pub fn spawn_interactive(script: &str, args: &[&str]) -> NodePeer {
+        NodePeer::start(script, args, true)
+    }
+
+    fn start(script: &str, args: &[&str], interactive: bool) -> NodePeer {
         let dir = tests_dir();
         assert!(
             dir.join("node_modules").join("protomux").exists(),
             "JS modules missing: run `npm ci --prefix tests` (the test command does this)"
         );
-        let mut child = Command::new("node")
-            .arg(dir.join("node").join(script))
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("node").join(script))
             .args(args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
+            .current_dir(&dir);
+        NodePeer::from_command(cmd, format!("{script} {}", args.join(" ")), interactive)
+    }
+
+    /// Runs any command that prints JSON lines (our binary's tools, say) the same way.
+    pub fn from_command(mut cmd: Command, name: String, interactive: bool) -> NodePeer {
+        let mut child = cmd
+            .stdin(if interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("spawn node");
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         NodePeer {
+            stdin: child.stdin.take(),
             child,
             lines: BufReader::new(stdout).lines(),
-            name: format!("{script} {}", args.join(" ")),
+            name,
         }
+    }
+
+    /// Closes stdin (interactive scripts then finish and exit).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The process id, for cleanup and fault injection.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The next JSON line; panics on timeout, exit, or an `error` report.
@@ -71,6 +103,20 @@ impl NodePeer {
         v
     }
 
+    /// Writes one line to the script's stdin (interactive peers only).
+    pub async fn send_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .expect("peer spawned with spawn_interactive");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to node stdin");
+        stdin.flush().await.expect("flush node stdin");
+    }
+
     /// Reads lines until one satisfies `pred`.
     pub async fn until(&mut self, mut pred: impl FnMut(&Value) -> bool) -> Value {
         loop {
@@ -85,6 +131,11 @@ impl NodePeer {
     pub async fn port(&mut self) -> u16 {
         let v = self.next().await;
         v["port"].as_u64().expect("port line") as u16
+    }
+
+    /// Kills the process and waits until it is gone (its files and locks released).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Waits for the process to exit and returns whether it succeeded.
