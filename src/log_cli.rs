@@ -216,7 +216,7 @@ fn append(args: AppendArgs) -> anyhow::Result<()> {
     if args.data == "-" {
         // Every complete line read so far is appended as one durable batch, then
         // acknowledged with a line on stdout: an acknowledged entry survives any crash.
-        let mut stdin = std::io::stdin().lock();
+        let mut stdin = std::io::BufReader::with_capacity(1 << 20, std::io::stdin().lock());
         let mut pending: Vec<u8> = Vec::new();
         loop {
             let buf = stdin.fill_buf().context("reading stdin")?;
@@ -410,6 +410,7 @@ async fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
         ..ReplicaConfig::default()
     };
     let replica = SharedReplica::new(Replica::new(log, config));
+    let started = std::time::Instant::now();
     let swarm = start_swarm(&args.net, &replica).await?;
     let done = replica.wait_for(|r| r.is_complete());
     if tokio::time::timeout(Duration::from_secs(args.timeout), done)
@@ -440,6 +441,7 @@ async fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
         out["blocksDownloaded"] = json!(stats.blocks_downloaded);
         out["sources"] = json!(stats.sources);
         out["badPeers"] = json!(stats.bad_peers);
+        out["ms"] = json!(started.elapsed().as_millis() as u64);
         Ok(out)
     })?;
     println!("{summary}");

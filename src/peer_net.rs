@@ -2,7 +2,8 @@
 //! peer runtime's seam. Topic changes from the runtime ([`TopicQueue`]) become
 //! `swarm.join(topic, {server, client})` / `swarm.leave(topic)`; every swarm connection's
 //! secret-stream is wrapped in a protomux [`Mux`] (5 s keep-alive, as HyperDHT's default
-//! `connectionKeepAlive`) and handed to the runtime ([`ConnectionSink`]).
+//! `connectionKeepAlive`) and handed to the runtime ([`ConnectionSink`]). The subnet
+//! topic is joined too, and the peer's logs replicate on every connection ([`Subnet`]).
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 use intercom_crypto::KeyPair;
 use intercom_hyperdht::constants::BOOTSTRAP_NODES;
 use intercom_hyperdht::HyperDhtConfig;
+use intercom_log::SharedReplica;
 use intercom_peer::{Connection, ConnectionSink, TopicCommand, TopicQueue};
 use intercom_protomux::{Mux, MuxConfig};
 use intercom_swarm::{JoinOptions, Swarm, SwarmConfig};
@@ -31,6 +33,29 @@ pub struct PeerNet {
     swarm: Swarm,
     topics: mpsc::Receiver<TopicCommand>,
     pub bootstrap: Vec<String>,
+    subnet: Option<Subnet>,
+}
+
+/// The subnet's swarm topic and the logs replicated on every connection (trac-peer's
+/// `swarm.join(channel)` + `store.replicate(connection)`).
+pub struct Subnet {
+    /// The topic: the subnet channel's bytes repeated over 32 bytes (JS
+    /// `b4a.alloc(32).fill(channel)`).
+    pub topic: [u8; 32],
+    /// Logs offered and followed on each connection.
+    pub logs: Vec<SharedReplica>,
+}
+
+/// The swarm topic of a subnet channel, as trac-peer derives it.
+pub fn subnet_topic(channel: &str) -> [u8; 32] {
+    let mut topic = [0u8; 32];
+    let bytes = channel.as_bytes();
+    if !bytes.is_empty() {
+        for (i, b) in topic.iter_mut().enumerate() {
+            *b = bytes[i % bytes.len()];
+        }
+    }
+    topic
 }
 
 /// The running adapter.
@@ -65,15 +90,29 @@ pub async fn bind(
             swarm,
             topics,
             bootstrap: bootstrap.iter().map(|a| a.to_string()).collect(),
+            subnet: None,
         },
     ))
 }
 
 impl PeerNet {
+    /// Joins the subnet topic once bootstrapped and replicates `subnet.logs` on every
+    /// connection.
+    pub fn with_subnet(mut self, subnet: Subnet) -> PeerNet {
+        self.subnet = Some(subnet);
+        self
+    }
+
     /// Starts forwarding topics and connections.
     pub fn start(self, connector: ConnectionSink) -> PeerNetTask {
         let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(self.swarm, self.topics, connector, stop_rx));
+        let task = tokio::spawn(run(
+            self.swarm,
+            self.topics,
+            self.subnet,
+            connector,
+            stop_rx,
+        ));
         PeerNetTask { stop, task }
     }
 }
@@ -96,6 +135,7 @@ fn mux_config() -> MuxConfig {
 async fn run(
     mut swarm: Swarm,
     mut topics: mpsc::Receiver<TopicCommand>,
+    subnet: Option<Subnet>,
     connector: ConnectionSink,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -108,6 +148,15 @@ async fn run(
         _ = &mut stop => {
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, swarm.destroy()).await;
             return;
+        }
+    }
+    if let Some(subnet) = &subnet {
+        let opts = JoinOptions {
+            server: true,
+            client: true,
+        };
+        if let Err(e) = swarm.join(subnet.topic, opts).await {
+            tracing::warn!(error = %e, "joining the subnet topic failed");
         }
     }
     loop {
@@ -128,8 +177,14 @@ async fn run(
             },
             conn = swarm.accept() => {
                 let Some(c) = conn else { break };
+                let info = c.connection.info().clone();
                 let (reader, writer, handle) = c.connection.split();
                 let (mux, events) = Mux::new(reader, writer, mux_config());
+                for log in subnet.iter().flat_map(|s| s.logs.iter()) {
+                    let (log, mux) = (log.clone(), mux.clone());
+                    let hash = info.handshake_hash;
+                    tokio::spawn(async move { log.replicate(mux, info.is_initiator, &hash).await });
+                }
                 let label = format!(
                     "{} {}",
                     if c.client { "dialled" } else { "accepted" },

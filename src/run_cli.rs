@@ -32,6 +32,8 @@ use crate::peer_net;
 
 /// What a boolean flag accepts (the reference's `parseBool`).
 const BOOL: &str = "0|1";
+/// Name of the peer's writer log in its store (corestore-style naming).
+const WRITER_LOG_NAME: &str = "writer";
 
 /// Options of `intercom run`. Every value flag accepts `--flag value` and `--flag=value`;
 /// boolean flags take `0|1|true|false|yes|no|on|off`, and alone mean `1`.
@@ -708,8 +710,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Peer networking: a Hyperswarm on the peer's identity behind the runtime's seam
     // (see intercom_peer's crate docs, "The network seam").
+    // The peer's writer log (its subnet log), created on first run and stable afterwards.
+    let writer_log = {
+        let kv: Arc<dyn intercom_stores::KvStore> = store.shared_kv();
+        let primary = intercom_log::names::primary_key(kv.as_ref())?;
+        let kp = intercom_log::names::keypair_for_name(
+            &primary,
+            &intercom_log::names::DEFAULT_NAMESPACE,
+            WRITER_LOG_NAME,
+        );
+        intercom_log::Log::open_writer(kv, kp).context("opening the peer's writer log")?
+    };
+    let writer_key = hex::encode(writer_log.key());
+    let writer_replica = intercom_log::SharedReplica::new(intercom_log::Replica::new(
+        writer_log,
+        intercom_log::ReplicaConfig::default(),
+    ));
     let (discovery, net) =
         peer_net::bind(settings.dht_bootstrap.as_deref(), keypair.clone()).await?;
+    let net = net.with_subnet(peer_net::Subnet {
+        topic: peer_net::subnet_topic(&settings.subnet_channel),
+        logs: vec![writer_replica],
+    });
     let dht_nodes = net.bootstrap.clone();
     let config = PeerConfig {
         sidechannel: settings.sidechannel.clone(),
@@ -738,16 +760,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "subnetChannel": settings.subnet_channel,
         "peerPubkey": pubkey,
         "peerTracAddress": null,
-        "peerWriterKey": null,
+        "peerWriterKey": writer_key,
         "sidechannelEntry": ENTRY_CHANNEL,
         "sidechannelExtras": extras,
         "peerNetworking": true,
-        "notYetAvailable": ["subnet", "contracts", "chat", "settlement (MSB)", "trac address", "writer key", "timer"],
+        "notYetAvailable": ["subnet", "contracts", "chat", "settlement (MSB)", "trac address", "timer"],
     });
 
     let (exit_tx, mut exit_rx) = watch::channel(false);
     let exit_tx = Arc::new(exit_tx);
-    let status_lines = vec![format!("Peer store: {}", store_path.display())];
+    let status_lines = vec![
+        format!("Peer store: {}", store_path.display()),
+        format!("Peer writer key: {writer_key}"),
+    ];
     let on_exit = {
         let tx = exit_tx.clone();
         Box::new(move || {
@@ -811,7 +836,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     println!("Peer pubkey (hex): {pubkey}");
     println!("Peer trac address (bech32m): not yet available (no settlement plane)");
-    println!("Peer writer key (hex): not yet available (no subnet plane)");
+    println!("Peer writer key (hex): {writer_key}");
     println!("Sidechannel entry: {ENTRY_CHANNEL}");
     if !settings.sidechannel.channels.is_empty() {
         println!(

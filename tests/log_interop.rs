@@ -58,14 +58,14 @@ async fn rust_log(dir: &Path, store: &str) -> Value {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn intercom log append");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    // Feed stdin from a thread: the acknowledgements on stdout must be drained meanwhile.
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(input.as_bytes()).unwrap();
+    });
     let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
     assert!(out.status.success(), "log append failed");
     let last = String::from_utf8(out.stdout).unwrap();
     let last = last.lines().last().expect("append prints JSON lines");

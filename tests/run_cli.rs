@@ -153,7 +153,15 @@ fn every_skill_md_flag_is_accepted() {
         .args(["run", "--help"])
         .output()
         .unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
+    let mut help = String::from_utf8(help.stdout).unwrap();
+    // The writer-log section names `intercom log ...` flags: those count too.
+    for op in ["append", "get", "info", "serve", "replicate"] {
+        let out = intercom(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .args(["log", op, "--help"])
+            .output()
+            .unwrap();
+        help.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
     let mut flags: Vec<String> = Vec::new();
     let bytes = skill.as_bytes();
     let mut i = 0;
@@ -199,7 +207,7 @@ fn every_skill_md_flag_is_accepted() {
         .collect();
     assert!(
         missing.is_empty(),
-        "SKILL.md names flags `intercom run --help` lacks: {missing:?}"
+        "SKILL.md names flags `intercom run --help` (and `intercom log`) lacks: {missing:?}"
     );
 }
 
@@ -447,7 +455,8 @@ async fn bridge_end_to_end() {
     let i = ws.req(json!({"id": 5, "type": "info"})).await;
     assert_eq!(i["type"], "info");
     assert_eq!(i["info"]["peerPubkey"], peer.pubkey.as_str());
-    assert_eq!(i["info"]["peerWriterKey"], Value::Null);
+    let writer_key = i["info"]["peerWriterKey"].as_str().expect("writer key");
+    assert_eq!(writer_key.len(), 64, "the writer log's key, hex");
     assert_eq!(i["info"]["sidechannelEntry"], "0000intercom");
     assert_eq!(i["info"]["sidechannelExtras"], json!(["extra"]));
     assert_eq!(i["info"]["peerStore"], "stores/agent");

@@ -186,11 +186,15 @@ impl Replica {
         self.peers.values().filter(|p| p.opened).count()
     }
 
-    /// True when some peer has told us its length, we have every block of the signed
-    /// length, and no peer announced a longer one.
+    /// True when a peer holding the log (one that has its manifest or blocks) has told
+    /// us its length, we have every block of the signed length, and no peer announced a
+    /// longer one. Peers that are themselves still empty do not count as sources.
     pub fn is_complete(&self) -> bool {
-        let synced = self.peers.values().filter(|p| p.remote.synced);
-        let Some(longest) = synced.map(|p| p.remote.length).max() else {
+        let sources = self
+            .peers
+            .values()
+            .filter(|p| p.remote.synced && (p.remote.has_manifest || p.remote.length > 0));
+        let Some(longest) = sources.map(|p| p.remote.length).max() else {
             return false;
         };
         self.log.length() >= longest && self.log.contiguous_length() == self.log.length()

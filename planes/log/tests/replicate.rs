@@ -228,3 +228,37 @@ async fn malformed_and_oversized_messages_drop_only_that_peer() {
     let _conn = connect(&w, &r);
     complete(&r, 500).await;
 }
+
+#[tokio::test]
+async fn many_logs_over_one_connection() {
+    // Side X writes log A and follows log B; side Y the reverse; one mux pair carries both.
+    let (_, log_a) = writer(300);
+    let kv_b = Arc::new(MemoryStore::default());
+    let mut log_b = Log::open_writer(kv_b, KeyPair::from_seed(&[4; 32])).unwrap();
+    log_b.append(&[b"b0".as_slice(), b"b1"]).unwrap();
+    let (key_a, key_b) = (*log_a.key(), *log_b.key());
+    let x_a = shared(log_a, ReplicaConfig::default());
+    let y_b = shared(log_b, ReplicaConfig::default());
+    let x_b = reader_of(key_b, ReplicaConfig::default());
+    let y_a = reader_of(key_a, ReplicaConfig::default());
+
+    let ((a_rx, a_tx), (b_rx, b_tx)) = memory_pair(64);
+    let (mux_x, _) = Mux::new(a_rx, a_tx, MuxConfig::default());
+    let (mux_y, _) = Mux::new(b_rx, b_tx, MuxConfig::default());
+    for (replica, mux, initiator) in [
+        (&x_a, &mux_x, true),
+        (&x_b, &mux_x, true),
+        (&y_a, &mux_y, false),
+        (&y_b, &mux_y, false),
+    ] {
+        let (replica, mux) = (replica.clone(), mux.clone());
+        tokio::spawn(async move { replica.replicate(mux, initiator, &HANDSHAKE_HASH).await });
+    }
+    complete(&y_a, 300).await;
+    complete(&x_b, 2).await;
+    y_b.append(&[b"b2"]).unwrap();
+    x_a.append(&[b"a300"]).unwrap();
+    complete(&x_b, 3).await;
+    complete(&y_a, 301).await;
+    assert_eq!(x_b.with(|r| r.log().get(2).unwrap()).unwrap(), b"b2");
+}
