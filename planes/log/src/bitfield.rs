@@ -72,6 +72,11 @@ impl Bitfield {
         None
     }
 
+    /// Number of stored (non-empty at some point) pages.
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+
     /// The serialized page `page` (little-endian words), or `None` when it is empty.
     pub fn page_bytes(&self, page: u64) -> Option<Vec<u8>> {
         let p = self.pages.get(&page)?;

@@ -43,6 +43,12 @@ const WANT_BATCH: u64 = 2_097_152;
 const MAX_WANT_BATCHES: u64 = 4;
 /// Held runs announced with `range` in one go.
 const MAX_ANNOUNCED_RANGES: usize = 64;
+/// Blocks one `range` or `bitfield` message may mark in a peer's bitfield; and the pages
+/// (32,768 blocks, 4 KiB each) a peer's bitfield may grow to. Beyond, a peer's claims are
+/// ignored (we then just do not ask it for those blocks): announcements cost a peer a
+/// few bytes, and must not cost us unbounded memory or time.
+const MAX_REMOTE_RANGE: u64 = 1 << 22;
+const MAX_REMOTE_PAGES: usize = 1024;
 
 /// Identifies one peer channel within a replica.
 pub type PeerId = u64;
@@ -104,6 +110,25 @@ struct Remote {
 impl Remote {
     fn has(&self, block: u64) -> bool {
         block < self.contiguous || self.have.get(block)
+    }
+
+    /// Marks `length` blocks from `start` as held or not, within the bounds above.
+    fn mark(&mut self, start: u64, length: u64, held: bool) {
+        let length = length.min(MAX_REMOTE_RANGE);
+        if held && self.have.page_count() >= MAX_REMOTE_PAGES {
+            return;
+        }
+        self.have.set_range(start, length, held);
+    }
+
+    /// The peer turned out not to hold `block` (it answered without it).
+    fn lacks(&mut self, block: u64) {
+        if block < self.contiguous {
+            let old = self.contiguous;
+            self.contiguous = block;
+            self.mark(block + 1, old - block - 1, true);
+        }
+        self.have.set(block, false);
     }
 }
 
@@ -292,10 +317,13 @@ impl Replica {
             }
             Message::Bitfield(b) => {
                 let remote = &mut self.peer_mut(peer)?.remote;
-                if b.start.saturating_add(32 * b.bitfield.len() as u64) > flat::MAX_LENGTH {
-                    return Err(PeerError::Protocol("bitfield beyond any log length".into()));
+                let bits = 32 * b.bitfield.len() as u64;
+                if b.start.saturating_add(bits) > flat::MAX_LENGTH || bits > MAX_REMOTE_RANGE {
+                    return Err(PeerError::Protocol("bitfield out of range".into()));
                 }
-                remote.have.insert_words(b.start, &b.bitfield);
+                if remote.have.page_count() < MAX_REMOTE_PAGES {
+                    remote.have.insert_words(b.start, &b.bitfield);
+                }
                 self.schedule(&mut out);
             }
             // We answer requests at once, so there is nothing left to cancel; unwants,
@@ -509,11 +537,10 @@ impl Replica {
         Ok(())
     }
 
-    fn on_data(&mut self, peer: PeerId, d: Data, out: &mut Outgoing) -> Result<(), PeerError> {
-        let p = self.peer_mut(peer)?;
-        let Some(req) = p.inflight.remove(&d.request) else {
-            // Unsolicited (a push, or an answer to a request we gave up): not accepted.
-            return Ok(());
+    /// Removes our request `id` to `peer` from the books (it was answered).
+    fn take_inflight(&mut self, peer: PeerId, id: u64) -> Result<Option<Inflight>, PeerError> {
+        let Some(req) = self.peer_mut(peer)?.inflight.remove(&id) else {
+            return Ok(None);
         };
         if let Some(b) = req.block {
             self.block_inflight.remove(&b);
@@ -521,6 +548,14 @@ impl Replica {
         if req.upgrade {
             self.upgrade_inflight = None;
         }
+        Ok(Some(req))
+    }
+
+    fn on_data(&mut self, peer: PeerId, d: Data, out: &mut Outgoing) -> Result<(), PeerError> {
+        let Some(req) = self.take_inflight(peer, d.request)? else {
+            // Unsolicited (a push, or an answer to a request we gave up): not accepted.
+            return Ok(());
+        };
         if let Some(m) = &d.manifest {
             if !self.log.has_manifest() {
                 self.log.set_manifest(m).map_err(classify)?;
@@ -570,34 +605,23 @@ impl Replica {
             }
         } else if let Some(b) = req.block {
             // Answered without the block: treat as not available there.
-            self.peer_mut(peer)?.remote.have.set(b, false);
+            self.peer_mut(peer)?.remote.lacks(b);
         }
         self.schedule(out);
         Ok(())
     }
 
     fn on_no_data(&mut self, peer: PeerId, n: NoData, out: &mut Outgoing) -> Result<(), PeerError> {
-        let p = self.peer_mut(peer)?;
-        let Some(req) = p.inflight.remove(&n.request) else {
+        let Some(req) = self.take_inflight(peer, n.request)? else {
             return Ok(());
         };
+        let remote = &mut self.peer_mut(peer)?.remote;
         if let Some(b) = req.block {
             // The peer announced the block but does not have it (any more).
-            p.remote.have.set(b, false);
-            if b < p.remote.contiguous {
-                let after = p.remote.contiguous - b - 1;
-                p.remote.have.set_range(b + 1, after, true);
-                p.remote.contiguous = b;
-            }
+            remote.lacks(b);
         }
         if req.upgrade {
-            p.remote.can_upgrade = false;
-        }
-        if let Some(b) = req.block {
-            self.block_inflight.remove(&b);
-        }
-        if req.upgrade {
-            self.upgrade_inflight = None;
+            remote.can_upgrade = false;
         }
         self.schedule(out);
         Ok(())
@@ -732,16 +756,14 @@ fn apply_range(remote: &mut Remote, r: &Range) {
             let old = remote.contiguous;
             remote.contiguous = r.start;
             if end < old {
-                remote.have.set_range(end, old - end, true);
+                remote.mark(end, old - end, true);
             }
         }
-        remote
-            .have
-            .set_range(r.start, end.saturating_sub(r.start), false);
+        remote.mark(r.start, end.saturating_sub(r.start), false);
     } else if r.start <= remote.contiguous {
         remote.contiguous = remote.contiguous.max(end);
     } else {
-        remote.have.set_range(r.start, end - r.start, true);
+        remote.mark(r.start, end - r.start, true);
     }
 }
 
@@ -830,6 +852,33 @@ fn data_to_proof(d: Data) -> (Proof, Option<Vec<u8>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_announcements_cost_bounded_memory() {
+        let mut remote = Remote::default();
+        let everything = Range {
+            drop: false,
+            start: 0,
+            length: u64::MAX,
+        };
+        apply_range(&mut remote, &everything);
+        assert_eq!(remote.contiguous, flat::MAX_LENGTH);
+        // "I lack block 5" must not spell out 2^52 bits.
+        remote.lacks(5);
+        assert_eq!(remote.contiguous, 5);
+        assert!(remote.has(6) && !remote.has(5));
+        for start in (0..10u64).map(|i| (i + 1) << 30) {
+            apply_range(
+                &mut remote,
+                &Range {
+                    drop: false,
+                    start,
+                    length: 1 << 40,
+                },
+            );
+        }
+        assert!(remote.have.page_count() <= MAX_REMOTE_PAGES + 128);
+    }
 
     #[test]
     fn nodes_to_root_reaches_the_full_root() {
