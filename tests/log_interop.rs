@@ -74,6 +74,23 @@ async fn rust_log(dir: &Path, store: &str) -> Value {
     v
 }
 
+/// `intercom log serve` of the "writer" store's log "log", once it reports serving.
+async fn serve_writer(dir: &Path, boot: &str) -> NodePeer {
+    let args = [
+        "log",
+        "serve",
+        "--store",
+        "writer",
+        "--name",
+        "log",
+        "--dht-bootstrap",
+        boot,
+    ];
+    let mut serve = intercom(dir, &args, false);
+    serve.until(|v| v["event"] == "serving").await;
+    serve
+}
+
 async fn within<T>(what: &str, limit: Duration, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(limit, f)
         .await
@@ -204,21 +221,7 @@ async fn two_sources_and_a_tampered_block() {
     let key = info["key"].as_str().unwrap().to_string();
 
     // A JS peer takes a full copy from the Rust writer.
-    let mut serve = intercom(
-        dir.path(),
-        &[
-            "log",
-            "serve",
-            "--store",
-            "writer",
-            "--name",
-            "log",
-            "--dht-bootstrap",
-            &dht.addr,
-        ],
-        false,
-    );
-    serve.until(|v| v["event"] == "serving").await;
+    let serve = serve_writer(dir.path(), &dht.addr).await;
     let mut js = NodePeer::spawn_interactive("hypercore-peer.js", &[&dht.addr, "replicate", &key]);
     js.until(|v| v["event"] == "replicated").await;
     serve.kill().await;
@@ -240,21 +243,7 @@ async fn two_sources_and_a_tampered_block() {
         }
         kv.write(batch, true).unwrap();
     }
-    let mut serve = intercom(
-        dir.path(),
-        &[
-            "log",
-            "serve",
-            "--store",
-            "writer",
-            "--name",
-            "log",
-            "--dht-bootstrap",
-            &dht.addr,
-        ],
-        false,
-    );
-    serve.until(|v| v["event"] == "serving").await;
+    let _serve = serve_writer(dir.path(), &dht.addr).await;
 
     // A third peer downloads from both; every block verifies, the damaged ones come
     // from the JS peer, and the Rust source is dropped for serving a bad block.

@@ -285,14 +285,7 @@ impl Replica {
         let mut out = Vec::new();
         self.send_sync(peer, &mut out);
         for (start, length) in self.log.held_ranges(MAX_ANNOUNCED_RANGES) {
-            out.push((
-                peer,
-                Message::Range(Range {
-                    drop: false,
-                    start,
-                    length,
-                }),
-            ));
+            out.push((peer, held_range(start, length)));
         }
         Ok(out)
     }
@@ -341,14 +334,7 @@ impl Replica {
         let peers: Vec<PeerId> = self.opened_peers();
         for peer in peers {
             self.send_sync(peer, &mut out);
-            out.push((
-                peer,
-                Message::Range(Range {
-                    drop: false,
-                    start,
-                    length: length - start,
-                }),
-            ));
+            out.push((peer, held_range(start, length - start)));
         }
         Ok((length, out))
     }
@@ -456,14 +442,7 @@ impl Replica {
         let end = w.start.saturating_add(w.length);
         for (start, length) in self.log.held_ranges(MAX_ANNOUNCED_RANGES) {
             if start < end && start + length > w.start {
-                out.push((
-                    peer,
-                    Message::Range(Range {
-                        drop: false,
-                        start,
-                        length,
-                    }),
-                ));
+                out.push((peer, held_range(start, length)));
                 if w.any {
                     break;
                 }
@@ -592,14 +571,7 @@ impl Replica {
                 }
                 for (id, other) in &self.peers {
                     if other.opened && other.remote.synced && !other.remote.has(block) {
-                        out.push((
-                            *id,
-                            Message::Range(Range {
-                                drop: false,
-                                start: block,
-                                length: 1,
-                            }),
-                        ));
+                        out.push((*id, held_range(block, 1)));
                     }
                 }
             }
@@ -747,6 +719,15 @@ impl Replica {
         self.next_request = if id >= u32::MAX as u64 { 1 } else { id + 1 };
         id
     }
+}
+
+/// The `range` message announcing that we hold `length` blocks from `start`.
+fn held_range(start: u64, length: u64) -> Message {
+    Message::Range(Range {
+        drop: false,
+        start,
+        length,
+    })
 }
 
 fn apply_range(remote: &mut Remote, r: &Range) {
