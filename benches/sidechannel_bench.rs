@@ -71,7 +71,7 @@ async fn adapter(
                     keepalive: Some(Duration::from_secs(5)),
                     ..MuxConfig::default()
                 });
-                let conn = Connection { remote_public_key: c.public_key, mux, events, label: "swarm".into() };
+                let conn = Connection { remote_public_key: c.public_key, mux, events, label: "swarm".into(), remote_opens: None };
                 if let Err(refused) = connector.try_add(conn) { refused.mux.destroy(); }
             }
         }

@@ -1,54 +1,8 @@
-//! The `intercom` binary: command-line parsing and wiring only. Each subcommand lives in
-//! its own module and calls into the workspace crates.
-
-mod demo;
-mod dht_cli;
-mod log_cli;
-mod peer_net;
-mod run_cli;
-mod swarm_cli;
-
-use clap::{Parser, Subcommand};
-
-/// A Rust Intercom peer, wire-compatible with the JS Hyperswarm / Intercom stack.
-#[derive(Debug, Parser)]
-#[command(name = "intercom", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Offline local demo on 127.0.0.1: peers exchange messages over the encrypted,
-    /// multiplexed wire protocol (no internet, nothing outside loopback).
-    Demo(demo::DemoArgs),
-    /// Runs a long-lived HyperDHT node; without --bootstrap it is the first node of a
-    /// new network. Prints one JSON line when ready, runs until SIGINT/SIGTERM.
-    DhtNode(dht_cli::DhtNodeArgs),
-    /// HyperDHT diagnostics: lookup, announce, immutable/mutable put and get (JSON lines).
-    Dht(dht_cli::DhtArgs),
-    /// Runs one long-lived Intercom peer: persistent identity (stores/<name>/), sidechannels,
-    /// the SC-Bridge WebSocket API and the slash-command TTY. Takes the JS Intercom's flags.
-    Run(Box<run_cli::RunArgs>),
-    /// Subnet writer logs (hypercores): append, get, info, serve on the swarm, replicate
-    /// and verify (JSON lines).
-    Log(log_cli::LogArgs),
-    /// Hyperswarm tools: `swarm pipe` pipes stdin/stdout through a topic's first connection.
-    Swarm(swarm_cli::SwarmArgs),
-}
+//! The `intercom` binary: the peer with the built-in contract (Intercom's sample contract
+//! and trac-peer's chat operations).
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Demo(args) => demo::run(args).await,
-            Command::DhtNode(args) => dht_cli::run_node(args).await,
-            Command::Dht(args) => dht_cli::run(args).await,
-            Command::Run(args) => run_cli::run(*args).await,
-            Command::Swarm(args) => swarm_cli::run(args).await,
-            Command::Log(args) => log_cli::run(args).await,
-        }
-    })
+    intercom::main_with_contract(std::sync::Arc::new(
+        intercom_contracts::builtin::BuiltinContract,
+    ))
 }

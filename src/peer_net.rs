@@ -3,7 +3,8 @@
 //! `swarm.join(topic, {server, client})` / `swarm.leave(topic)`; every swarm connection's
 //! secret-stream is wrapped in a protomux [`Mux`] (5 s keep-alive, as HyperDHT's default
 //! `connectionKeepAlive`) and handed to the runtime ([`ConnectionSink`]). The subnet
-//! topic is joined too, and the peer's logs replicate on every connection ([`Subnet`]).
+//! topic is joined too, and the subnet's writer logs replicate on every connection
+//! ([`Subnet`]).
 
 use std::time::Duration;
 
@@ -11,7 +12,6 @@ use anyhow::Context;
 use intercom_crypto::KeyPair;
 use intercom_hyperdht::constants::BOOTSTRAP_NODES;
 use intercom_hyperdht::HyperDhtConfig;
-use intercom_log::SharedReplica;
 use intercom_peer::{Connection, ConnectionSink, TopicCommand, TopicQueue};
 use intercom_protomux::{Mux, MuxConfig};
 use intercom_swarm::{JoinOptions, Swarm, SwarmConfig};
@@ -36,15 +36,18 @@ pub struct PeerNet {
     subnet: Option<Subnet>,
 }
 
-/// The subnet's swarm topic and the logs replicated on every connection (trac-peer's
-/// `swarm.join(channel)` + `store.replicate(connection)`).
+/// The subnet's swarm topic and the service whose logs replicate on every connection
+/// (trac-peer's `swarm.join(channel)` + `store.replicate(connection)`).
 pub struct Subnet {
     /// The topic: the subnet channel's bytes repeated over 32 bytes (JS
     /// `b4a.alloc(32).fill(channel)`).
     pub topic: [u8; 32],
-    /// Logs offered and followed on each connection.
-    pub logs: Vec<SharedReplica>,
+    /// The subnet service.
+    pub handle: intercom_subnet::SubnetHandle,
 }
+
+/// Remote opens of log channels waiting for the subnet service, per connection.
+const REMOTE_OPEN_QUEUE: usize = 64;
 
 /// The swarm topic of a subnet channel, as trac-peer derives it.
 pub fn subnet_topic(channel: &str) -> [u8; 32] {
@@ -180,17 +183,23 @@ async fn run(
                 let info = c.connection.info().clone();
                 let (reader, writer, handle) = c.connection.split();
                 let (mux, events) = Mux::new(reader, writer, mux_config());
-                for log in subnet.iter().flat_map(|s| s.logs.iter()) {
-                    let (log, mux) = (log.clone(), mux.clone());
-                    let hash = info.handshake_hash;
-                    tokio::spawn(async move { log.replicate(mux, info.is_initiator, &hash).await });
-                }
+                let remote_opens = subnet.as_ref().map(|s| {
+                    let (tx, rx) = mpsc::channel(REMOTE_OPEN_QUEUE);
+                    s.handle.attach(intercom_subnet::Attachment {
+                        remote_key: c.public_key,
+                        mux: mux.clone(),
+                        is_initiator: info.is_initiator,
+                        handshake_hash: info.handshake_hash.to_vec(),
+                        remote_opens: Some(rx),
+                    });
+                    tx
+                });
                 let label = format!(
                     "{} {}",
                     if c.client { "dialled" } else { "accepted" },
                     handle.remote_addr()
                 );
-                let connection = Connection { remote_public_key: c.public_key, mux, events, label };
+                let connection = Connection { remote_public_key: c.public_key, mux, events, label, remote_opens };
                 if let Err(refused) = connector.try_add(connection) {
                     tracing::warn!("peer runtime busy or stopped; connection closed");
                     refused.mux.destroy();

@@ -2,9 +2,11 @@
 //! SC-Bridge and the human TTY, configured with the JS Intercom's flags (`index.js`):
 //! same names, aliases, defaults and environment variables.
 //!
-//! Flags of planes that do not exist yet (subnet, contracts, settlement/MSB, timer) are
-//! accepted, validated where the reference validates them, and reported at startup as
-//! "not yet available". Peer networking is a Hyperswarm (`dht/swarm`) on the peer's
+//! The subnet plane runs with `--subnet-channel` / `--subnet-bootstrap` (without a
+//! bootstrap key the peer bootstraps a new subnet with its own writer log) and the
+//! contract the binary was built with; `--timer 1` makes the admin feed the sample timer.
+//! Flags of the settlement (MSB) plane, which does not exist yet, are accepted, validated
+//! where the reference validates them, and reported at startup as "not yet available". Peer networking is a Hyperswarm (`dht/swarm`) on the peer's
 //! identity, wired in by [`crate::peer_net`].
 //!
 //! Deviations from the reference's parsing: an invalid number, port or `--sidechannel-welcome`
@@ -40,7 +42,7 @@ const WRITER_LOG_NAME: &str = "writer";
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     next_help_heading = "Peer and stores",
-    after_long_help = "Flags of planes that do not exist yet (subnet, contracts, settlement/MSB, timer) are \
+    after_long_help = "Flags of planes that do not exist yet (settlement/MSB) are \
 accepted and reported at startup as not yet available. Environment variables apply when the flag is absent."
 )]
 pub struct RunArgs {
@@ -77,22 +79,12 @@ pub struct RunArgs {
     pub print_config: bool,
 
     // ----- planes that do not exist yet
-    /// Subnet/app identity (not yet available: no subnet plane) [default: trac-peer-subnet]
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "SUBNET_CHANNEL",
-        help_heading = "Not yet available (accepted and reported)"
-    )]
+    /// Subnet/app identity [default: trac-peer-subnet]
+    #[arg(long, value_name = "NAME", env = "SUBNET_CHANNEL")]
     pub subnet_channel: Option<String>,
 
-    /// Admin Peer Writer key (64 hex) for joiners (not yet available: no subnet plane).
-    #[arg(
-        long,
-        value_name = "HEX",
-        env = "SUBNET_BOOTSTRAP",
-        help_heading = "Not yet available (accepted and reported)"
-    )]
+    /// Admin peer's writer key (64 hex) for joiners; without it this peer bootstraps the subnet.
+    #[arg(long, value_name = "HEX", env = "SUBNET_BOOTSTRAP")]
     pub subnet_bootstrap: Option<String>,
 
     /// Local MSB (settlement) state label (not yet available) [default: <peer-store-name>-msb]
@@ -122,8 +114,13 @@ pub struct RunArgs {
     )]
     pub msb_dht_bootstrap: Option<String>,
 
-    /// Sample timer feature (not yet available: no contract plane) [default: 0]
-    #[arg(long, value_name = BOOL, env = "INTERCOM_TIMER", num_args = 0..=1, default_missing_value = "1", help_heading = "Not yet available (accepted and reported)")]
+    /// Test hook: a file of peer keys (hex, one per line) whose connections replicate no
+    /// subnet logs while listed (re-read every 250 ms); splits a subnet for partition tests.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub subnet_firewall_file: Option<PathBuf>,
+
+    /// Sample timer feature: the admin appends the current time every 60 s [default: 0]
+    #[arg(long, value_name = BOOL, env = "INTERCOM_TIMER", num_args = 0..=1, default_missing_value = "1")]
     pub timer: Option<String>,
 
     // ----- sidechannels
@@ -377,6 +374,10 @@ pub struct Settings {
     pub debug: bool,
     pub bridge: Option<BridgeSettings>,
     pub subnet_channel: String,
+    /// The subnet's bootstrap writer (`None`: our own writer log bootstraps it).
+    pub subnet_bootstrap: Option<[u8; 32]>,
+    /// The admin feeds the sample timer feature.
+    pub timer: bool,
     /// (flag, value, why) for every flag of a plane that does not exist yet.
     pub unavailable: Vec<(&'static str, String, &'static str)>,
 }
@@ -542,18 +543,21 @@ impl RunArgs {
         };
 
         let mut unavailable = Vec::new();
-        const SUBNET: &str = "no subnet/contract plane yet";
         const MSB: &str = "no settlement (MSB) plane yet";
-        if let Some(v) = nonempty(&self.subnet_bootstrap) {
-            let hex = v.trim().to_lowercase();
-            if hex.len() != 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                bail!("Invalid --subnet-bootstrap. Provide 32-byte hex (64 chars).");
+        let subnet_bootstrap = match nonempty(&self.subnet_bootstrap) {
+            Some(v) => {
+                let key: [u8; 32] = hex::decode(v.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "Invalid --subnet-bootstrap. Provide 32-byte hex (64 chars)."
+                        )
+                    })?;
+                Some(key)
             }
-            unavailable.push(("--subnet-bootstrap", hex, SUBNET));
-        }
-        if let Some(v) = nonempty(&self.subnet_channel) {
-            unavailable.push(("--subnet-channel", v.to_owned(), SUBNET));
-        }
+            None => None,
+        };
         if let Some(v) = nonempty(&self.msb_store_name) {
             unavailable.push(("--msb-store-name", v.to_owned(), MSB));
         }
@@ -562,13 +566,6 @@ impl RunArgs {
         }
         if let Some(v) = nonempty(&self.msb_dht_bootstrap) {
             unavailable.push(("--msb-dht-bootstrap", v.to_owned(), MSB));
-        }
-        if let Some(v) = nonempty(&self.timer) {
-            unavailable.push((
-                "--timer",
-                v.to_owned(),
-                "no contract plane for the sample timer yet",
-            ));
         }
 
         Ok(Settings {
@@ -583,6 +580,8 @@ impl RunArgs {
             subnet_channel: nonempty(&self.subnet_channel)
                 .unwrap_or("trac-peer-subnet")
                 .to_owned(),
+            subnet_bootstrap,
+            timer: false,
             unavailable,
         })
     }
@@ -616,6 +615,9 @@ impl Settings {
         if let Some(v) = d.relay_ttl {
             sc.relay_ttl = v;
         }
+        if let Some(v) = d.timer {
+            self.timer = v;
+        }
     }
 
     /// The resolved configuration as JSON (`--print-config`); the token is not shown.
@@ -626,6 +628,8 @@ impl Settings {
             "peerStore": self.stores_dir.join(&self.store_name),
             "peerDhtBootstrap": self.dht_bootstrap,
             "subnetChannel": self.subnet_channel,
+            "subnetBootstrap": self.subnet_bootstrap.map(hex::encode),
+            "timer": self.timer,
             "sidechannel": {
                 "entry": sc.entry_channel,
                 "extras": sc.channels,
@@ -683,8 +687,27 @@ fn init_logging(s: &Settings) {
         .try_init();
 }
 
+/// The key pair of the peer's writer log (corestore name "writer" under the store's
+/// primary key).
+pub fn writer_keypair(
+    kv: &dyn intercom_stores::KvStore,
+) -> anyhow::Result<intercom_crypto::KeyPair> {
+    let primary = intercom_log::names::primary_key(kv)?;
+    Ok(intercom_log::names::keypair_for_name(
+        &primary,
+        &intercom_log::names::DEFAULT_NAMESPACE,
+        WRITER_LOG_NAME,
+    ))
+}
+
+/// How often the admin's sample timer appends the time (`--timer 1`).
+const TIMER_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the peer until SIGINT/SIGTERM/SIGHUP or `/exit`.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: RunArgs,
+    contract: Arc<dyn intercom_contracts::Contract>,
+) -> anyhow::Result<()> {
     let mut settings = args.settings()?;
     if args.print_config {
         println!("{}", serde_json::to_string_pretty(&settings.to_json())?);
@@ -713,24 +736,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The peer's writer log (its subnet log), created on first run and stable afterwards.
     let writer_log = {
         let kv: Arc<dyn intercom_stores::KvStore> = store.shared_kv();
-        let primary = intercom_log::names::primary_key(kv.as_ref())?;
-        let kp = intercom_log::names::keypair_for_name(
-            &primary,
-            &intercom_log::names::DEFAULT_NAMESPACE,
-            WRITER_LOG_NAME,
-        );
+        let kp = writer_keypair(kv.as_ref())?;
         intercom_log::Log::open_writer(kv, kp).context("opening the peer's writer log")?
     };
     let writer_key = hex::encode(writer_log.key());
-    let writer_replica = intercom_log::SharedReplica::new(intercom_log::Replica::new(
-        writer_log,
-        intercom_log::ReplicaConfig::default(),
-    ));
+    let bootstrap = settings.subnet_bootstrap.unwrap_or(*writer_log.key());
+    let mut subnet_config = intercom_subnet::SubnetConfig::new(
+        &settings.subnet_channel,
+        bootstrap,
+        contract,
+        keypair.clone(),
+    );
+    subnet_config.timer = settings.timer.then_some(TIMER_PERIOD);
+    subnet_config.firewall_file = args.subnet_firewall_file.clone();
+    let subnet = intercom_subnet::start(subnet_config, store.shared_kv(), writer_log)
+        .context("starting the subnet plane")?;
     let (discovery, net) =
         peer_net::bind(settings.dht_bootstrap.as_deref(), keypair.clone()).await?;
     let net = net.with_subnet(peer_net::Subnet {
         topic: peer_net::subnet_topic(&settings.subnet_channel),
-        logs: vec![writer_replica],
+        handle: subnet.clone(),
     });
     let dht_nodes = net.bootstrap.clone();
     let config = PeerConfig {
@@ -756,7 +781,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "msbDhtBootstrap": null,
         "peerStore": store_path.display().to_string(),
         "peerDhtBootstrap": settings.dht_bootstrap,
-        "subnetBootstrap": null,
+        "subnetBootstrap": hex::encode(bootstrap),
         "subnetChannel": settings.subnet_channel,
         "peerPubkey": pubkey,
         "peerTracAddress": null,
@@ -764,7 +789,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         "sidechannelEntry": ENTRY_CHANNEL,
         "sidechannelExtras": extras,
         "peerNetworking": true,
-        "notYetAvailable": ["subnet", "contracts", "chat", "settlement (MSB)", "trac address", "timer"],
+        "contract": subnet.contract().name(),
+        "notYetAvailable": ["settlement (MSB)", "trac address"],
     });
 
     let (exit_tx, mut exit_rx) = watch::channel(false);
@@ -785,13 +811,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             keypair,
             status_lines,
             on_exit: Some(on_exit),
+            subnet: Some(subnet.clone()),
         },
     );
 
     let bridge = match &settings.bridge {
         None => None,
         Some(b) => {
-            let mut backend = PeerBackend::new(handle.clone(), Some(info.clone()));
+            let mut backend =
+                PeerBackend::new(handle.clone(), Some(info.clone())).with_subnet(subnet.clone());
             if b.cli {
                 backend = backend.with_cli(dispatcher.clone());
             }
@@ -815,6 +843,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             };
             handle.add_sink(BridgeSink(bridge.publisher())).await?;
+            intercom_peer::publish_subnet_events(&subnet, bridge.publisher());
             Some(bridge)
         }
     };
@@ -829,10 +858,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("Peer identity: created on first run (kept in the store; never printed unless you run /get_keys)");
     }
     println!("Peer DHT bootstrap nodes: {}", dht_nodes.join(", "));
-    println!("Peer subnet bootstrap: not yet available (no subnet plane)");
+    let subnet_info = subnet.info().await?;
+    println!("Peer subnet bootstrap: {}", hex::encode(bootstrap));
+    println!("Peer subnet channel: {}", settings.subnet_channel);
     println!(
-        "Peer subnet channel: {} (subnet plane not yet available)",
-        settings.subnet_channel
+        "Subnet contract: {} | role: {} | state root: {}",
+        subnet.contract().name(),
+        if subnet_info.is_indexer {
+            "indexer"
+        } else if subnet_info.is_writer {
+            "writer"
+        } else {
+            "reader"
+        },
+        hex::encode(subnet_info.state_root)
     );
     println!("Peer pubkey (hex): {pubkey}");
     println!("Peer trac address (bech32m): not yet available (no settlement plane)");
@@ -891,6 +930,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     handle.shutdown().await;
     let _ = runtime_task.await;
     net_task.stop().await;
+    subnet.shutdown().await;
     drop(store);
     Ok(())
 }
@@ -1078,6 +1118,7 @@ mod tests {
         .settings()
         .unwrap();
         let flags: Vec<_> = s.unavailable.iter().map(|u| u.0).collect();
-        assert_eq!(flags, ["--subnet-bootstrap", "--msb-store-name", "--timer"]);
+        assert_eq!(flags, ["--msb-store-name"]);
+        assert_eq!(s.subnet_bootstrap, Some([0xaa; 32]));
     }
 }

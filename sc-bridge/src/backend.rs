@@ -16,6 +16,7 @@
 //! | `stats`        | `channels`, `connections.size`, `started`         | [`Backend::stats`]    |
 //! | `info`         | the `info` object given at construction           | [`Backend::info`]     |
 //! | `cli`          | `TerminalHandlers` + console capture              | [`Backend::cli`]      |
+//! | `tx`, `get`, `subnet` | `/tx`, `/get` (an addition: JS has no such bridge messages) | [`Backend::subnet`] |
 //! | (not ready)    | `this.sidechannel == null`                        | [`Backend::is_ready`] |
 
 use std::future::Future;
@@ -68,6 +69,35 @@ pub struct JoinRequest {
     pub invite: Option<Value>,
     /// Welcome to accept first, if any (JSON object).
     pub welcome: Option<Value>,
+}
+
+/// A subnet command (`tx`, `get`, `subnet`), validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubnetRequest {
+    /// `{type:"tx", command, sim}`: a contract transaction, or with `sim` a dry run.
+    Tx {
+        /// The `/tx --command` text (a string, or a JSON command serialized).
+        command: String,
+        /// Dry run: report what it would do, append nothing.
+        sim: bool,
+    },
+    /// `{type:"get", key, confirmed}`: a contract key's value.
+    Get {
+        /// The contract key.
+        key: String,
+        /// Read the confirmed state (default) or the tentative one.
+        confirmed: bool,
+    },
+    /// `{type:"subnet"}`: membership, lengths, the state root.
+    Info,
+    /// `{type:"subnet_op", op, ...fields}`: a membership or chat command with the same
+    /// fields as its slash command (`{op:"add_writer", key}` is `/add_writer --key`).
+    Op {
+        /// The command name without its slash.
+        op: String,
+        /// The other fields as flag/value pairs.
+        args: Vec<(String, String)>,
+    },
 }
 
 /// An `open` command, validated.
@@ -132,6 +162,20 @@ pub trait Backend: Send + Sync + 'static {
             }
         }
     }
+
+    /// Runs a subnet command; the reply body (its `type` is added by the bridge).
+    fn subnet(
+        &self,
+        req: SubnetRequest,
+    ) -> impl Future<Output = Result<serde_json::Map<String, Value>, BackendError>> + Send {
+        let _ = req;
+        async {
+            Err(BackendError::Subnet {
+                code: crate::ErrorCode::SubnetUnavailable,
+                message: "This peer runs no subnet plane.".to_owned(),
+            })
+        }
+    }
 }
 
 /// A backend for a bridge started before the sidechannel exists: never ready, no identity.
@@ -176,6 +220,10 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn stats(&self) -> BoxFut<'_, Result<Stats, BackendError>>;
     fn info(&self) -> Option<Value>;
     fn cli(&self, command: String) -> BoxFut<'_, CliResult>;
+    fn subnet(
+        &self,
+        req: SubnetRequest,
+    ) -> BoxFut<'_, Result<serde_json::Map<String, Value>, BackendError>>;
 }
 
 impl<B: Backend> DynBackend for B {
@@ -205,5 +253,11 @@ impl<B: Backend> DynBackend for B {
     }
     fn cli(&self, command: String) -> BoxFut<'_, CliResult> {
         Box::pin(Backend::cli(self, command))
+    }
+    fn subnet(
+        &self,
+        req: SubnetRequest,
+    ) -> BoxFut<'_, Result<serde_json::Map<String, Value>, BackendError>> {
+        Box::pin(Backend::subnet(self, req))
     }
 }

@@ -67,6 +67,14 @@ pub enum ErrorCode {
     SlowConsumer,
     /// The bridge is shutting down.
     ShuttingDown,
+    /// The peer runs no subnet plane.
+    SubnetUnavailable,
+    /// A subnet operation that does not fit the contract (unknown op or field, wrong type, too large).
+    InvalidOperation,
+    /// This peer may not write to the subnet (not admitted, or transactions not enabled).
+    SubnetDenied,
+    /// Any other subnet failure.
+    SubnetFailed,
     /// A code this version does not know (forward compatibility when parsing).
     #[serde(other)]
     Other,
@@ -103,6 +111,10 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::SubnetUnavailable => "subnet_unavailable",
+            ErrorCode::InvalidOperation => "invalid_operation",
+            ErrorCode::SubnetDenied => "subnet_denied",
+            ErrorCode::SubnetFailed => "subnet_failed",
             ErrorCode::Other => "other",
         }
     }
@@ -163,4 +175,12 @@ pub enum BackendError {
     /// Any other failure, with a message shown after the reference prefix (e.g. `Join failed: <msg>`).
     #[error("{0}")]
     Failed(String),
+    /// A subnet command failed: the code to report and the message.
+    #[error("{message}")]
+    Subnet {
+        /// One of the `subnet_*` / `invalid_operation` codes.
+        code: ErrorCode,
+        /// What went wrong, for the agent.
+        message: String,
+    },
 }

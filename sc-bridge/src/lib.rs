@@ -113,7 +113,7 @@ mod server;
 mod session;
 
 pub use backend::{
-    Backend, Identity, JoinRequest, OpenRequest, SendReport, SendRequest, Unattached,
+    Backend, Identity, JoinRequest, OpenRequest, SendReport, SendRequest, SubnetRequest, Unattached,
 };
 pub use error::{BackendError, BridgeError, ErrorCode};
 pub use filter::{Filter, FilterScope};

@@ -104,11 +104,15 @@ pub enum ClientMessage {
     Subscribe {
         /// Channels to add to this client's subscription set.
         channels: Vec<String>,
+        /// `subnet: true` also subscribes to `subnet_applied` events (an addition).
+        subnet: bool,
     },
     /// `{type:"unsubscribe", channel | channels}` → `subscribed`.
     Unsubscribe {
         /// Channels to remove from this client's subscription set.
         channels: Vec<String>,
+        /// `subnet: true` also ends `subnet_applied` events.
+        subnet: bool,
     },
     /// `{type:"set_filter", filter}` → `filter_set`.
     SetFilter {
@@ -121,6 +125,29 @@ pub enum ClientMessage {
     Cli {
         /// The TTY command line (trimmed).
         command: String,
+    },
+    /// `{type:"tx", command, sim?}` → `tx_result` (an addition).
+    Tx {
+        /// The command: a string, or a JSON command object (serialized).
+        command: String,
+        /// Dry run.
+        sim: bool,
+    },
+    /// `{type:"get", key, confirmed?}` → `get_result` (an addition).
+    Get {
+        /// The contract key.
+        key: String,
+        /// Confirmed (default) or tentative state.
+        confirmed: bool,
+    },
+    /// `{type:"subnet"}` → `subnet` (an addition).
+    Subnet,
+    /// `{type:"subnet_op", op, ...fields}` → `subnet_op_result` (an addition).
+    SubnetOp {
+        /// The command name (`add_writer`, `post`, ...).
+        op: String,
+        /// The other fields, as strings.
+        args: Vec<(String, String)>,
     },
     /// Any other `type`; answered with `Unknown type: <type>`. Never serialized.
     #[serde(skip)]
@@ -218,9 +245,11 @@ pub fn decode_request(value: &Value) -> Result<Request, DecodeError> {
         "info" => ClientMessage::Info,
         "subscribe" => ClientMessage::Subscribe {
             channels: channels(),
+            subnet: field("subnet").is_some_and(js_truthy),
         },
         "unsubscribe" => ClientMessage::Unsubscribe {
             channels: channels(),
+            subnet: field("subnet").is_some_and(js_truthy),
         },
         "set_filter" => ClientMessage::SetFilter {
             filter: truthy_field("filter")
@@ -228,6 +257,29 @@ pub fn decode_request(value: &Value) -> Result<Request, DecodeError> {
                 .unwrap_or_default(),
         },
         "clear_filter" => ClientMessage::ClearFilter,
+        "tx" => ClientMessage::Tx {
+            command: match field("command") {
+                Some(Value::String(s)) => s.trim().to_owned(),
+                Some(v @ Value::Object(_)) => v.to_string(),
+                _ => String::new(),
+            },
+            sim: field("sim").is_some_and(|v| js_truthy(v) && v != "0" && v != "false"),
+        },
+        "get" => ClientMessage::Get {
+            key: field("key").map(js_string).unwrap_or_default(),
+            confirmed: !field("confirmed").is_some_and(|v| {
+                matches!(v, Value::Bool(false)) || v == "false" || v == 0 || v == "0"
+            }),
+        },
+        "subnet" => ClientMessage::Subnet,
+        "subnet_op" => ClientMessage::SubnetOp {
+            op: field("op").map(js_string).unwrap_or_default(),
+            args: obj
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "type" | "op" | "id"))
+                .map(|(k, v)| (k.clone(), js_string(v)))
+                .collect(),
+        },
         "cli" => ClientMessage::Cli {
             command: field("command")
                 .and_then(Value::as_str)
@@ -291,6 +343,9 @@ pub enum ServerMessage {
     Subscribed {
         /// Subscribed channels; empty means "all channels".
         channels: Vec<String>,
+        /// True when the client receives `subnet_applied` events (an addition; absent when false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        subnet: bool,
     },
     /// `{type:"sent", channel, peers, warning?}`. `peers` and `warning` are additions (see the crate docs).
     Sent {
@@ -332,6 +387,14 @@ pub enum ServerMessage {
     CliResult(CliReply),
     /// `{type:"sidechannel_message", channel, id, from, origin, sig, relayedBy, ttl, ts, message}`.
     SidechannelMessage(Box<SidechannelMessage>),
+    /// `{type:"tx_result", ...}`: the outcome of `tx` (an addition).
+    TxResult(Map<String, Value>),
+    /// `{type:"get_result", key, value, confirmed}` (an addition).
+    GetResult(Map<String, Value>),
+    /// `{type:"subnet", ...}`: membership, lengths and the state root (an addition).
+    Subnet(Map<String, Value>),
+    /// `{type:"subnet_op_result", ...}`: the outcome of `subnet_op` (an addition).
+    SubnetOpResult(Map<String, Value>),
     /// `{type:"sidechannel_drop", channel, reason, from, detail, ts}`: an addition, see [`DropNotice`].
     SidechannelDrop(DropNotice),
 }
@@ -498,6 +561,8 @@ pub enum Event {
     Message(Box<SidechannelMessage>),
     /// A dropped message: the subscription applies, word filters do not.
     Drop(DropNotice),
+    /// A subnet event (`subnet_applied`): only clients that subscribed with `{type:"subscribe", subnet:true}`.
+    Subnet(Value),
     /// Any other JSON object (it should carry its own `type`); the subscription applies when `channel` is set.
     Other {
         /// The channel it concerns, if any.
@@ -656,18 +721,26 @@ mod tests {
         assert_eq!(
             r.message,
             ClientMessage::Subscribe {
-                channels: vec!["a".into(), "1".into(), "null".into()]
+                channels: vec!["a".into(), "1".into(), "null".into()],
+                subnet: false
             }
         );
         let r = decode(json!({"type":"unsubscribe","channel":"x"}));
         assert_eq!(
             r.message,
             ClientMessage::Unsubscribe {
-                channels: vec!["x".into()]
+                channels: vec!["x".into()],
+                subnet: false
             }
         );
         let r = decode(json!({"type":"subscribe"}));
-        assert_eq!(r.message, ClientMessage::Subscribe { channels: vec![] });
+        assert_eq!(
+            r.message,
+            ClientMessage::Subscribe {
+                channels: vec![],
+                subnet: false
+            }
+        );
         let r = decode(json!({"type":"cli","command":5}));
         assert_eq!(r.message, ClientMessage::Cli { command: "".into() });
         let r = decode(json!({"type":"auth","token":123}));
@@ -734,6 +807,7 @@ mod tests {
             },
             ClientMessage::Subscribe {
                 channels: vec!["a".into()],
+                subnet: false,
             },
             ClientMessage::Cli {
                 command: "/help".into(),

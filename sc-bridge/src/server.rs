@@ -35,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::backend::{Backend, DynBackend};
+use crate::backend::{Backend, DynBackend, SubnetRequest};
 use crate::error::{BridgeError, ErrorCode};
 use crate::filter::{Filter, FilterScope};
 use crate::protocol::{encode_reply, parse_frame, DecodeError, Event, Hello, ServerMessage};
@@ -204,7 +204,9 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// Delivers an event to every authenticated client whose subscription (and, for messages, filter) matches.
     pub fn publish(&self, event: Event) -> PublishReport {
+        let subnet_only = matches!(event, Event::Subnet(_));
         let (channel, haystack, body) = match event {
+            Event::Subnet(body) => (None, None, body.to_string()),
             Event::Message(m) => {
                 let channel = m.channel.clone();
                 let haystack = m.filter_text().to_lowercase();
@@ -233,8 +235,16 @@ impl Publisher {
                 if !session.is_ready() {
                     continue;
                 }
-                if !session.should_emit(&self.shared.scope, channel.as_deref(), haystack.as_deref())
-                {
+                if subnet_only {
+                    if !session.wants_subnet_events() {
+                        report.filtered += 1;
+                        continue;
+                    }
+                } else if !session.should_emit(
+                    &self.shared.scope,
+                    channel.as_deref(),
+                    haystack.as_deref(),
+                ) {
                     report.filtered += 1;
                     continue;
                 }
@@ -661,7 +671,8 @@ async fn read_loop(
                 (id, step)
             }
         };
-        if let Step::Call(call @ Call::Send(_)) = step {
+        // Sends and transactions are pipelined (replies keep their ids, not their order).
+        if let Step::Call(call @ (Call::Send(_) | Call::Subnet(SubnetRequest::Tx { .. }))) = step {
             sends.push_back(Box::pin(async move {
                 let outcome = run_call(ctx, call.clone()).await;
                 (reply_id, call, outcome)
@@ -791,6 +802,10 @@ async fn run_call(ctx: &ConnCtx, call: Call) -> Outcome {
                 let _guard = ctx.cli_lock.lock().await;
                 Outcome::Cli(backend.cli(command).await)
             }
+            Call::Subnet(req) => match backend.subnet(req).await {
+                Ok(body) => Outcome::Subnet(body),
+                Err(e) => Outcome::Failed(e),
+            },
         }
     };
     tokio::time::timeout(ctx.cfg.backend_timeout, fut)

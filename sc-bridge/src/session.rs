@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::backend::{JoinRequest, OpenRequest, SendReport, SendRequest};
+use crate::backend::{JoinRequest, OpenRequest, SendReport, SendRequest, SubnetRequest};
 use crate::error::{BackendError, ErrorCode};
 use crate::filter::{Filter, FilterScope};
 use crate::protocol::{
@@ -40,6 +40,7 @@ pub(crate) enum Call {
     Stats,
     Info,
     Cli(String),
+    Subnet(SubnetRequest),
 }
 
 /// The result of a [`Call`].
@@ -51,6 +52,7 @@ pub(crate) enum Outcome {
     Stats(Stats),
     Info(Option<Value>),
     Cli(CliResult),
+    Subnet(serde_json::Map<String, Value>),
     Failed(BackendError),
     TimedOut,
 }
@@ -77,6 +79,8 @@ pub(crate) struct Session {
     filter: Filter,
     /// Subscribed channels in insertion order; empty means all channels.
     channels: Vec<String>,
+    /// Receives `subnet_applied` events.
+    subnet_events: bool,
     auth_failures: u32,
 }
 
@@ -140,8 +144,14 @@ impl Session {
             ready: !cfg.require_auth,
             filter: cfg.default_filter.clone(),
             channels: Vec::new(),
+            subnet_events: false,
             auth_failures: 0,
         }
+    }
+
+    /// Whether the client asked for subnet events.
+    pub fn wants_subnet_events(&self) -> bool {
+        self.ready && self.subnet_events
     }
 
     /// Whether events are delivered to this client (authenticated, or auth not required).
@@ -219,6 +229,25 @@ impl Session {
                 }
                 Step::Call(Call::Cli(command))
             }
+            M::Tx { command, sim } => {
+                if command.is_empty() {
+                    return reply(error(ErrorCode::MissingField, "Missing command."));
+                }
+                Step::Call(Call::Subnet(SubnetRequest::Tx { command, sim }))
+            }
+            M::Get { key, confirmed } => {
+                if key.is_empty() {
+                    return reply(error(ErrorCode::MissingField, "Missing key."));
+                }
+                Step::Call(Call::Subnet(SubnetRequest::Get { key, confirmed }))
+            }
+            M::Subnet => Step::Call(Call::Subnet(SubnetRequest::Info)),
+            M::SubnetOp { op, args } => {
+                if op.is_empty() {
+                    return reply(error(ErrorCode::MissingField, "Missing op."));
+                }
+                Step::Call(Call::Subnet(SubnetRequest::Op { op, args }))
+            }
             M::Ping => reply(ServerMessage::Pong { ts: now_ms }),
             M::SetFilter { filter } => {
                 self.filter = Filter::parse(&filter);
@@ -230,7 +259,8 @@ impl Session {
                     filter: String::new(),
                 })
             }
-            M::Subscribe { channels } => {
+            M::Subscribe { channels, subnet } => {
+                self.subnet_events |= subnet;
                 let mut next = self.channels.clone();
                 for ch in channels {
                     if !next.contains(&ch) {
@@ -249,12 +279,15 @@ impl Session {
                 self.channels = next;
                 reply(ServerMessage::Subscribed {
                     channels: self.channels.clone(),
+                    subnet: self.subnet_events,
                 })
             }
-            M::Unsubscribe { channels } => {
+            M::Unsubscribe { channels, subnet } => {
+                self.subnet_events &= !subnet;
                 self.channels.retain(|c| !channels.contains(c));
                 reply(ServerMessage::Subscribed {
                     channels: self.channels.clone(),
+                    subnet: self.subnet_events,
                 })
             }
             M::Send {
@@ -421,6 +454,16 @@ impl Session {
                 error: r.error,
                 result: r.result,
             }),
+            (Call::Subnet(req), Outcome::Subnet(body)) => match req {
+                SubnetRequest::Tx { .. } => ServerMessage::TxResult(body),
+                SubnetRequest::Get { .. } => ServerMessage::GetResult(body),
+                SubnetRequest::Info => ServerMessage::Subnet(body),
+                SubnetRequest::Op { .. } => ServerMessage::SubnetOpResult(body),
+            },
+            (Call::Subnet(_), Outcome::Failed(e)) => match e {
+                BackendError::Subnet { code, message } => error(code, message),
+                e => common_failure(e, ErrorCode::SubnetFailed, "Subnet command failed"),
+            },
             (call, outcome) => {
                 tracing::error!(
                     ?call,
@@ -827,6 +870,7 @@ mod tests {
                     Call::Stats => Outcome::Stats(Stats::default()),
                     Call::Info => Outcome::Info(None),
                     Call::Cli(_) => Outcome::Cli(CliResult::default()),
+                    Call::Subnet(_) => Outcome::Subnet(Default::default()),
                     Call::Join(_) | Call::Open(_) => Outcome::Failed(BackendError::Denied),
                 };
                 let reply = s.finish(call, outcome);

@@ -156,6 +156,8 @@ pub struct Peer {
     child: Child,
     pub pubkey: String,
     pub bridge: String,
+    /// The peer's subnet writer key (hex).
+    pub writer: String,
 }
 
 impl Peer {
@@ -197,7 +199,7 @@ impl Peer {
                 }
             }
         });
-        let (mut pubkey, mut bridge) = (None, None);
+        let (mut pubkey, mut bridge, mut writer) = (None, None, None);
         let deadline = Instant::now() + STEP;
         loop {
             let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -212,6 +214,9 @@ impl Peer {
             if let Some(k) = line.strip_prefix("Peer pubkey (hex): ") {
                 pubkey = Some(k.trim().to_owned());
             }
+            if let Some(w) = line.strip_prefix("Peer writer key (hex): ") {
+                writer = Some(w.trim().to_owned());
+            }
             if let Some(b) = line.strip_prefix("SC-Bridge: ws://") {
                 bridge = Some(b.split_whitespace().next().unwrap().to_owned());
             }
@@ -225,6 +230,7 @@ impl Peer {
             child,
             pubkey,
             bridge: bridge.expect("banner shows the bridge address"),
+            writer: writer.expect("banner shows the writer key"),
         }
     }
 
@@ -301,6 +307,36 @@ impl Ws {
             }
             self.events.push_back(f);
         }
+    }
+
+    /// Sends every request at once (the bridge pipelines them) and returns the replies in
+    /// request order.
+    pub async fn req_many(&mut self, reqs: Vec<Value>) -> Vec<Value> {
+        let first = self.next_id + 1;
+        for mut v in reqs.iter().cloned() {
+            self.next_id += 1;
+            v["id"] = json!(self.next_id);
+            self.ws.send(Message::text(v.to_string())).await.unwrap();
+        }
+        let mut replies: Vec<Option<Value>> = vec![None; reqs.len()];
+        let mut missing = reqs.len();
+        while missing > 0 {
+            let f = self
+                .frame(STEP)
+                .await
+                .expect("a reply to every pipelined request");
+            match f["id"].as_u64() {
+                Some(id) if id >= first && ((id - first) as usize) < replies.len() => {
+                    let slot = &mut replies[(id - first) as usize];
+                    if slot.is_none() {
+                        missing -= 1;
+                    }
+                    *slot = Some(f);
+                }
+                _ => self.events.push_back(f),
+            }
+        }
+        replies.into_iter().map(Option::unwrap).collect()
     }
 
     /// `send` on `channel`; the reply.

@@ -78,6 +78,11 @@ impl SharedReplica {
         }
     }
 
+    /// A receiver that sees every change (appends, downloads, peers coming and going).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
@@ -85,6 +90,19 @@ impl SharedReplica {
     /// Replicates over `mux` (a connection where we are the initiator or not, with the
     /// given Noise handshake hash) until the channel or the connection closes.
     pub async fn replicate(&self, mux: Mux, is_initiator: bool, handshake_hash: &[u8]) {
+        self.replicate_until(mux, is_initiator, handshake_hash, std::future::pending())
+            .await
+    }
+
+    /// [`SharedReplica::replicate`] until `stop` resolves too (then the channel is closed
+    /// gracefully and the peer forgotten).
+    pub async fn replicate_until(
+        &self,
+        mux: Mux,
+        is_initiator: bool,
+        handshake_hash: &[u8],
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         let (peer, handshake, discovery_key) = {
             let mut state = self.lock();
             let (peer, handshake) = state.replica.add_peer(is_initiator, handshake_hash);
@@ -114,7 +132,15 @@ impl SharedReplica {
             let _ = sender.close().await;
         });
 
-        while let Some(event) = channel.recv().await {
+        tokio::pin!(stop);
+        loop {
+            let event = tokio::select! {
+                event = channel.recv() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = &mut stop => break,
+            };
             let result = match event {
                 ChannelEvent::Opened { remote_handshake } => {
                     match intercom_encoding::decode::<Handshake>(&remote_handshake) {

@@ -1,10 +1,11 @@
 //! The runtime as an SC-Bridge backend, and the sink that publishes its events to clients.
 
 use intercom_sc_bridge::{
-    Backend, BackendError, CliResult, DropNotice, Event, Identity, JoinRequest, OpenRequest,
-    Publisher, SendReport, SendRequest, SidechannelMessage, Stats,
+    Backend, BackendError, CliResult, DropNotice, ErrorCode, Event, Identity, JoinRequest,
+    OpenRequest, Publisher, SendReport, SendRequest, SidechannelMessage, Stats, SubnetRequest,
 };
 use intercom_sidechannel::{DropReason, JoinError, SendError, SidechannelEvent};
+use intercom_subnet::{SubnetError, SubnetHandle};
 use serde_json::{json, Map, Value};
 
 use crate::cli::Dispatcher;
@@ -17,6 +18,7 @@ pub struct PeerBackend {
     handle: PeerHandle,
     cli: Option<Dispatcher>,
     info: Option<Value>,
+    subnet: Option<SubnetHandle>,
 }
 
 impl PeerBackend {
@@ -27,7 +29,14 @@ impl PeerBackend {
             handle,
             cli: None,
             info,
+            subnet: None,
         }
+    }
+
+    /// Serves the bridge's `tx`, `get` and `subnet` commands with `subnet`.
+    pub fn with_subnet(mut self, subnet: SubnetHandle) -> Self {
+        self.subnet = Some(subnet);
+        self
     }
 
     /// Serves the bridge's `cli` command with `dispatcher` (only called by the bridge when
@@ -121,6 +130,55 @@ impl Backend for PeerBackend {
         self.info.clone()
     }
 
+    async fn subnet(&self, req: SubnetRequest) -> Result<Map<String, Value>, BackendError> {
+        let Some(subnet) = &self.subnet else {
+            return Err(BackendError::Subnet {
+                code: ErrorCode::SubnetUnavailable,
+                message: "This peer runs no subnet plane.".into(),
+            });
+        };
+        let value = match req {
+            SubnetRequest::Tx { command, sim } => {
+                intercom_subnet::commands::tx(subnet, &command, sim)
+                    .await
+                    .map_err(subnet_error)?
+                    .1
+            }
+            SubnetRequest::Get { key, confirmed } => {
+                let value = subnet.get(&key, confirmed).await.map_err(subnet_error)?;
+                json!({"key": key, "value": value, "confirmed": confirmed})
+            }
+            SubnetRequest::Info => subnet.info().await.map_err(subnet_error)?.to_json(),
+            SubnetRequest::Op { op, args } => {
+                let command = format!("/{op}");
+                if !intercom_subnet::commands::is_op(&command) {
+                    return Err(BackendError::Subnet {
+                        code: ErrorCode::InvalidOperation,
+                        message: format!(
+                            "unknown subnet_op {op:?}; use tx for contract transactions"
+                        ),
+                    });
+                }
+                let args = args.into_iter().map(|(k, v)| (k, Some(v))).collect();
+                intercom_subnet::commands::run(subnet, &command, &args)
+                    .await
+                    .map_err(|message| BackendError::Subnet {
+                        code: ErrorCode::SubnetFailed,
+                        message,
+                    })?
+                    .1
+            }
+        };
+        Ok(match value {
+            Value::Object(m) => m,
+            other => {
+                let mut m = Map::new();
+                m.insert("result".into(), other);
+                m
+            }
+        })
+    }
+
     async fn cli(&self, command: String) -> CliResult {
         match &self.cli {
             Some(d) => d.run(&command).await,
@@ -132,6 +190,52 @@ impl Backend for PeerBackend {
             },
         }
     }
+}
+
+/// How subnet failures surface through the bridge.
+fn subnet_error(e: SubnetError) -> BackendError {
+    let code = match &e {
+        SubnetError::Contract(_) => ErrorCode::InvalidOperation,
+        SubnetError::NotWriter(_) | SubnetError::TransactionsDisabled => ErrorCode::SubnetDenied,
+        SubnetError::Stopped => ErrorCode::NotReady,
+        _ => ErrorCode::SubnetFailed,
+    };
+    BackendError::Subnet {
+        code,
+        message: e.to_string(),
+    }
+}
+
+/// Forwards the subnet's applied entries to bridge clients that subscribed with
+/// `{type:"subscribe", subnet:true}` as `{type:"subnet_applied", position, type, author,
+/// writer, seq, outcome, reason, state_root}`. A client that falls behind by more than the
+/// event buffer misses events (and is told so by a `subnet_lagged` event).
+pub fn publish_subnet_events(subnet: &SubnetHandle, publisher: Publisher) {
+    let mut events = subnet.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ev) => {
+                    let e = &ev.entry;
+                    publisher.publish(Event::Subnet(json!({
+                        "type": "subnet_applied",
+                        "position": e.position,
+                        "op": e.kind,
+                        "author": e.author,
+                        "writer": hex::encode(e.writer),
+                        "seq": e.seq,
+                        "outcome": e.outcome.label(),
+                        "reason": e.outcome.reason(),
+                        "state_root": hex::encode(ev.state_root),
+                    })));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    publisher.publish(Event::Subnet(json!({"type": "subnet_lagged", "missed": n})));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// Publishes runtime events to SC-Bridge clients: delivered messages as

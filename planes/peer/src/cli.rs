@@ -21,6 +21,8 @@ use intercom_crypto::KeyPair;
 use intercom_sc_bridge::CliResult;
 use intercom_sidechannel::args::{self, ArgError};
 use intercom_sidechannel::{CredentialError, JoinError, SendError, SidechannelEvent};
+use intercom_subnet::commands as subnet_commands;
+use intercom_subnet::SubnetHandle;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -53,30 +55,7 @@ pub const COMMAND_FLAGS: &[&str] = &[
 ];
 
 /// Commands of planes that do not exist yet: recognised, answered "not yet available".
-pub const NOT_YET_AVAILABLE: &[&str] = &[
-    "/tx",
-    "/deploy_subnet",
-    "/add_admin",
-    "/update_admin",
-    "/add_indexer",
-    "/add_writer",
-    "/remove_writer",
-    "/remove_indexer",
-    "/set_auto_add_writers",
-    "/enable_transactions",
-    "/set_chat_status",
-    "/post",
-    "/set_nick",
-    "/mute_status",
-    "/set_mod",
-    "/delete_message",
-    "/pin_message",
-    "/unpin_message",
-    "/enable_whitelist",
-    "/set_whitelist_status",
-    "/get",
-    "/msb",
-];
+pub const NOT_YET_AVAILABLE: &[&str] = &["/deploy_subnet", "/msb"];
 
 /// The help text of `/help`.
 pub const HELP: &[&str] = &[
@@ -96,10 +75,7 @@ pub const HELP: &[&str] = &[
     "- /exit | Exit the program",
     "- /help | This help text",
     " ",
-    "- Not yet available in this implementation (subnet, chat, contracts, settlement):",
-    "- /tx /deploy_subnet /add_admin /update_admin /add_indexer /add_writer /remove_writer /remove_indexer",
-    "  /set_auto_add_writers /enable_transactions /set_chat_status /post /set_nick /mute_status /set_mod",
-    "  /delete_message /pin_message /unpin_message /enable_whitelist /set_whitelist_status /get /msb",
+    "- Not yet available in this implementation (settlement): /deploy_subnet /msb",
 ];
 
 /// What the dispatcher knows besides the runtime.
@@ -110,6 +86,8 @@ pub struct CliContext {
     pub status_lines: Vec<String>,
     /// Called by `/exit`.
     pub on_exit: Option<Box<dyn Fn() + Send + Sync>>,
+    /// The subnet plane (`/tx`, `/get`, membership and chat commands).
+    pub subnet: Option<SubnetHandle>,
 }
 
 /// Runs slash-command lines against a [`PeerHandle`]. Cheap to clone.
@@ -174,6 +152,10 @@ impl Dispatcher {
             "" => Ok(Value::Null),
             "/help" => {
                 out.extend(HELP.iter().map(|s| s.to_string()));
+                if self.ctx.subnet.is_some() {
+                    out.push(" ".into());
+                    out.extend(subnet_commands::HELP.iter().map(|s| s.to_string()));
+                }
                 Ok(Value::Null)
             }
             "/exit" => {
@@ -185,9 +167,18 @@ impl Dispatcher {
             }
             "/stats" => self.stats(out).await,
             "/get_keys" => {
-                out.push("Address:  (not yet available: Trac addresses come with the settlement plane)".into());
-                out.push(format!("Public Key:  {}", hex::encode(self.ctx.keypair.public_key)));
-                out.push(format!("Secret Key:  {}", hex::encode(self.ctx.keypair.secret_key)));
+                out.push(
+                    "Address:  (not yet available: Trac addresses come with the settlement plane)"
+                        .into(),
+                );
+                out.push(format!(
+                    "Public Key:  {}",
+                    hex::encode(self.ctx.keypair.public_key)
+                ));
+                out.push(format!(
+                    "Secret Key:  {}",
+                    hex::encode(self.ctx.keypair.secret_key)
+                ));
                 Ok(Value::Null)
             }
             "/print" => {
@@ -210,8 +201,16 @@ impl Dispatcher {
                 out.push(v.to_string());
                 Ok(v)
             }
+            c if subnet_commands::handles(c) => {
+                let Some(subnet) = &self.ctx.subnet else {
+                    return Err(format!("{c}: this peer runs no subnet plane").into());
+                };
+                let (lines, value) = subnet_commands::run(subnet, c, &args).await?;
+                out.extend(lines);
+                Ok(value)
+            }
             c if NOT_YET_AVAILABLE.contains(&c) => Err(format!(
-                "{c} is not yet available: this peer runs sidechannels only (no subnet, contract, chat or settlement plane yet)."
+                "{c} is not yet available: there is no settlement (MSB) plane yet."
             )
             .into()),
             c => Err(format!("Unknown command: {c}. Type /help for the list.").into()),
@@ -225,7 +224,14 @@ impl Dispatcher {
             "Peer pubkey (hex): {}",
             self.handle.public_key_hex()
         ));
-        out.push("Peer writer key (hex): not yet available (no subnet plane)".into());
+        let subnet = match &self.ctx.subnet {
+            Some(h) => Some(h.info().await.map_err(|e| Fail(e.to_string()))?),
+            None => None,
+        };
+        match &subnet {
+            Some(info) => out.extend(subnet_commands::summary(info)),
+            None => out.push("Subnet: off".into()),
+        }
         out.push(format!(
             "Peer networking: {}",
             if s.networked {
@@ -247,7 +253,11 @@ impl Dispatcher {
             s.sidechannel.sent
         ));
         out.extend(self.ctx.status_lines.iter().cloned());
-        Ok(serde_json::to_value(&s).unwrap_or(Value::Null))
+        let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+        if let (Some(info), Value::Object(m)) = (&subnet, &mut v) {
+            m.insert("subnet".into(), info.to_json());
+        }
+        Ok(v)
     }
 
     async fn sc_join(&self, args: &Args, out: &mut Vec<String>) -> Result<Value, Fail> {

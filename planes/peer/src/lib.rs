@@ -77,7 +77,7 @@ mod runtime;
 mod tasks;
 pub mod testing;
 
-pub use bridge::{BridgeSink, PeerBackend};
+pub use bridge::{publish_subnet_events, BridgeSink, PeerBackend};
 pub use events::{EventSink, PeerEvent};
 pub use network::{Connection, ConnectionSink, Discovery, NoNetwork, TopicCommand, TopicQueue};
 pub use runtime::{PeerConfig, PeerError, PeerHandle, PeerRuntime, RuntimeStats, SendOutcome};

@@ -18,6 +18,10 @@ pub struct Connection {
     pub events: MuxEvents,
     /// Free text for logs (an address, "memory"...).
     pub label: String,
+    /// Where remote opens of channels with an id (hypercore logs, keyed by discovery key)
+    /// go as `(protocol, id)`; the receiver opens the matching channel to accept. Without
+    /// it, or when it is full, they are rejected (sidechannels never use ids).
+    pub remote_opens: Option<mpsc::Sender<(String, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Connection {

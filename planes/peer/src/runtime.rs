@@ -596,6 +596,7 @@ impl Runtime {
             c.events,
             ctl_rx,
             self.internal.clone(),
+            c.remote_opens,
         ));
         self.conns.insert(
             id,

@@ -71,15 +71,22 @@ pub(crate) async fn connection_task(
     mut events: MuxEvents,
     mut ctl: mpsc::Receiver<ConnCtl>,
     internal: mpsc::Sender<Internal>,
+    remote_opens: Option<mpsc::Sender<(String, Vec<u8>)>>,
 ) {
     let mut ctl_open = true;
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(DriverEvent::RemoteOpenRequest { protocol, id }) => {
-                    if id.as_deref().is_some_and(|id| !id.is_empty()) {
-                        // Sidechannels never use ids.
-                        let _ = mux.reject(&protocol, id.as_deref()).await;
+                    if let Some(id) = id.filter(|id| !id.is_empty()) {
+                        // Sidechannels never use ids: a keyed channel (a hypercore log)
+                        // goes to whoever replicates logs, or is rejected.
+                        let handed = remote_opens
+                            .as_ref()
+                            .is_some_and(|tx| tx.try_send((protocol.clone(), id.clone())).is_ok());
+                        if !handed {
+                            let _ = mux.reject(&protocol, Some(&id)).await;
+                        }
                     } else if internal.send(Internal::RemoteOpen { conn, protocol }).await.is_err() {
                         break;
                     }

@@ -23,6 +23,7 @@ pub async fn connect(
             mux: a_mux,
             events: a_events,
             label: "memory".into(),
+            remote_opens: None,
         })
         .await
         .map_err(|_| PeerError::Stopped)?;
@@ -32,6 +33,7 @@ pub async fn connect(
             mux: b_mux,
             events: b_events,
             label: "memory".into(),
+            remote_opens: None,
         })
         .await
         .map_err(|_| PeerError::Stopped)

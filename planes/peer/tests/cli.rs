@@ -27,6 +27,7 @@ fn runtime(seed: u8, sc: SidechannelConfig) -> (PeerHandle, Dispatcher, Arc<Atom
             keypair: kp,
             status_lines: vec!["Peer store: stores/test".into()],
             on_exit: Some(Box::new(move || flag.store(true, Ordering::SeqCst))),
+            subnet: None,
         },
     );
     (h, d, exited)

@@ -83,7 +83,7 @@ async fn adapter(
                     keepalive: Some(Duration::from_secs(5)),
                     ..MuxConfig::default()
                 });
-                let connection = Connection { remote_public_key: c.public_key, mux, events, label: "swarm".into() };
+                let connection = Connection { remote_public_key: c.public_key, mux, events, label: "swarm".into(), remote_opens: None };
                 if let Err(refused) = connector.try_add(connection) {
                     refused.mux.destroy();
                 }

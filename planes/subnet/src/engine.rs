@@ -1,0 +1,295 @@
+//! The subnet's sans-io core: entries from writer logs in, confirmed state changes and
+//! applied-entry records out. It owns the [`Linearizer`] and the confirmed state; the
+//! async service feeds it log blocks and persists what [`Engine::step`] returns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use intercom_contracts::{Contract, MemoryState, StateRead, Value};
+
+use crate::apply::{apply_entry, Members, Outcome, Placement, Rules};
+use crate::entry::{Body, Entry, Key};
+use crate::linearizer::{EntryId, Linearizer, LinearizerError};
+use intercom_contracts::StagedState;
+
+use crate::state::state_root;
+
+/// What every peer of a subnet must agree on.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// The subnet channel.
+    pub channel: String,
+    /// The bootstrap writer's key.
+    pub bootstrap: Key,
+    /// The contract every entry runs through.
+    pub contract: Arc<dyn Contract>,
+    /// Most writer logs tracked.
+    pub max_writers: usize,
+}
+
+enum Slot {
+    Held(Entry),
+    Undecodable(String),
+    Applied,
+}
+
+/// One confirmed entry and what applying it did.
+#[derive(Debug, Clone)]
+pub struct AppliedEntry {
+    /// Its position in the subnet order.
+    pub position: u64,
+    /// The writer log that holds it.
+    pub writer: Key,
+    /// Its position in that log.
+    pub seq: u64,
+    /// The entry type (`tx`, `add_writer`, `ack`, ...).
+    pub kind: String,
+    /// The author's address, when the log is bound.
+    pub author: Option<String>,
+    /// What applying did.
+    pub outcome: Outcome,
+}
+
+/// What one [`Engine::step`] confirmed.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Entries newly confirmed and applied, in order.
+    pub applied: Vec<AppliedEntry>,
+    /// The state changes to persist (`None` deletes).
+    pub writes: BTreeMap<String, Option<Value>>,
+}
+
+/// The engine.
+pub struct Engine {
+    config: EngineConfig,
+    linearizer: Linearizer,
+    slots: Vec<Vec<Slot>>,
+    state: MemoryState,
+    /// Confirmed positions already reflected in `state` when the engine was built.
+    restored: u64,
+    root: Option<[u8; 32]>,
+    /// Per writer: one past its newest entry that is not an ack.
+    substantive: HashMap<Key, u64>,
+}
+
+impl Engine {
+    /// An engine over `state`, which already holds the first `confirmed` positions
+    /// (0 and an empty state to build from scratch).
+    pub fn new(config: EngineConfig, state: MemoryState, confirmed: u64) -> Engine {
+        Engine {
+            linearizer: Linearizer::new(config.bootstrap, config.max_writers),
+            config,
+            slots: Vec::new(),
+            state,
+            restored: confirmed,
+            root: None,
+            substantive: HashMap::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Takes in block `seq` of `writer`'s log. Blocks that do not decode still take
+    /// their place in the order (as entries with no heads) and are ignored when applied,
+    /// the same way on every peer.
+    pub fn push(&mut self, writer: &Key, seq: u64, bytes: &[u8]) -> Result<(), LinearizerError> {
+        let (slot, heads) = match Entry::decode(bytes) {
+            Ok(entry) if entry.body != Body::Ack => {
+                self.substantive.insert(*writer, seq + 1);
+                let heads = entry.heads.clone();
+                (Slot::Held(entry), heads)
+            }
+            Ok(entry) => {
+                let heads = entry.heads.clone();
+                (Slot::Held(entry), heads)
+            }
+            Err(e) => (Slot::Undecodable(e.to_string()), Vec::new()),
+        };
+        self.linearizer.push(writer, seq, &heads)?;
+        let w = self.linearizer.index_of(writer).unwrap_or(0) as usize;
+        if self.slots.len() <= w {
+            self.slots.resize_with(w + 1, Vec::new);
+        }
+        self.slots[w].push(slot);
+        Ok(())
+    }
+
+    /// Orders what arrived and applies every batch a majority of indexers confirmed.
+    pub fn step(&mut self) -> Step {
+        self.linearizer.advance();
+        let mut step = Step::default();
+        loop {
+            if self.linearizer.confirmed_len() < self.restored {
+                // Already in the restored state: re-confirm without applying.
+                let Some((_, batch)) = self.linearizer.confirm() else {
+                    break;
+                };
+                for id in batch.entries {
+                    self.set_slot(id, Slot::Applied);
+                }
+                continue;
+            }
+            let indexers = Members(&self.state).indexers(&self.config.bootstrap);
+            if self.linearizer.confirmable(&indexers).is_none() {
+                break;
+            }
+            let Some((first, batch)) = self.linearizer.confirm() else {
+                break;
+            };
+            let rules = Rules {
+                channel: &self.config.channel,
+                bootstrap: &self.config.bootstrap,
+                contract: self.config.contract.as_ref(),
+            };
+            let mut overlay = StagedState::new(&self.state);
+            for (i, id) in batch.entries.iter().enumerate() {
+                let position = first + i as u64;
+                let writer = *self.linearizer.key(id.writer);
+                let slot = std::mem::replace(
+                    &mut self.slots[id.writer as usize][id.seq as usize],
+                    Slot::Applied,
+                );
+                let at = Placement {
+                    writer: &writer,
+                    seq: id.seq,
+                    position,
+                };
+                let (kind, outcome) = match &slot {
+                    Slot::Held(entry) => (
+                        entry.body.type_name().to_owned(),
+                        apply_entry(rules, &mut overlay, at, entry),
+                    ),
+                    Slot::Undecodable(e) => ("invalid".to_owned(), Outcome::Ignored(e.clone())),
+                    Slot::Applied => (
+                        "applied".to_owned(),
+                        Outcome::Ignored("applied twice".into()),
+                    ),
+                };
+                let author = Members(&overlay).author_of(&writer);
+                step.applied.push(AppliedEntry {
+                    position,
+                    writer,
+                    seq: id.seq,
+                    kind,
+                    author,
+                    outcome,
+                });
+            }
+            let writes = overlay.into_writes();
+            if !writes.is_empty() {
+                self.root = None;
+            }
+            step.writes.extend(writes.clone());
+            self.state.commit(writes);
+        }
+        step
+    }
+
+    fn set_slot(&mut self, id: EntryId, slot: Slot) {
+        if let Some(s) = self
+            .slots
+            .get_mut(id.writer as usize)
+            .and_then(|v| v.get_mut(id.seq as usize))
+        {
+            *s = slot;
+        }
+    }
+
+    /// The writes the unconfirmed entries make on top of the confirmed state, in their
+    /// tentative order.
+    pub fn tentative_writes(&self) -> BTreeMap<String, Option<Value>> {
+        let rules = Rules {
+            channel: &self.config.channel,
+            bootstrap: &self.config.bootstrap,
+            contract: self.config.contract.as_ref(),
+        };
+        let mut overlay = StagedState::new(&self.state);
+        let start = self.linearizer.confirmed_len();
+        for (i, id) in self.linearizer.unconfirmed().into_iter().enumerate() {
+            if let Some(Slot::Held(entry)) = self.slots[id.writer as usize].get(id.seq as usize) {
+                let writer = *self.linearizer.key(id.writer);
+                let at = Placement {
+                    writer: &writer,
+                    seq: id.seq,
+                    position: start + i as u64,
+                };
+                apply_entry(rules, &mut overlay, at, entry);
+            }
+        }
+        overlay.into_writes()
+    }
+
+    /// Runs `entry` as if `writer` appended it now, on top of the tentative state, and
+    /// reports what it would do and write. Changes nothing.
+    pub fn simulate(
+        &self,
+        writer: &Key,
+        entry: &Entry,
+    ) -> (Outcome, BTreeMap<String, Option<Value>>) {
+        let tentative = self.tentative_writes();
+        let mut base = StagedState::new(&self.state);
+        base.merge(tentative);
+        let mut overlay = StagedState::new(&base);
+        let position = self.linearizer.confirmed_len() + self.linearizer.unconfirmed().len() as u64;
+        let seq = self.linearizer.pushed(writer);
+        let rules = Rules {
+            channel: &self.config.channel,
+            bootstrap: &self.config.bootstrap,
+            contract: self.config.contract.as_ref(),
+        };
+        let at = Placement {
+            writer,
+            seq,
+            position,
+        };
+        let outcome = apply_entry(rules, &mut overlay, at, entry);
+        (outcome, overlay.into_writes())
+    }
+
+    /// The value under a full state key (`app/...` or `subnet/...`), confirmed or tentative.
+    pub fn get(&self, key: &str, confirmed: bool) -> Option<Value> {
+        if confirmed {
+            return self.state.get(key);
+        }
+        match self.tentative_writes().remove(key) {
+            Some(v) => v,
+            None => self.state.get(key),
+        }
+    }
+
+    /// The confirmed state.
+    pub fn state(&self) -> &MemoryState {
+        &self.state
+    }
+
+    /// The confirmed state's root.
+    pub fn root(&mut self) -> [u8; 32] {
+        *self.root.get_or_insert_with(|| state_root(&self.state))
+    }
+
+    /// The root the state would have with the unconfirmed entries applied.
+    pub fn tentative_root(&self) -> [u8; 32] {
+        let mut state = self.state.clone();
+        state.commit(self.tentative_writes());
+        state_root(&state)
+    }
+
+    /// How much of `writer`'s log is ready up to and including its newest non-ack entry.
+    pub fn substantive(&self, writer: &Key) -> u64 {
+        let n = self.substantive.get(writer).copied().unwrap_or(0);
+        n.min(self.linearizer.ready_length(writer))
+    }
+
+    /// The linearizer (lengths, keys, the tentative order).
+    pub fn linearizer(&self) -> &Linearizer {
+        &self.linearizer
+    }
+
+    /// Membership questions over the confirmed state.
+    pub fn members(&self) -> Members<'_> {
+        Members(&self.state)
+    }
+}

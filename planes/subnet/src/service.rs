@@ -1,0 +1,1044 @@
+//! The subnet's async driver: one task that owns the [`Engine`], the writer logs and
+//! their replication, and the peer's own writer log.
+//!
+//! ```text
+//!  SubnetHandle ──commands──> service task ──append──> own writer log (one synced batch)
+//!  connections ──attach────>  │  ▲ pokes: any log changed
+//!                             │  └─────── SharedReplica per writer log, replicated on
+//!                             │           every attached connection (hypercore/alpha)
+//!                             ├──> Engine::push (new contiguous blocks) → step → state
+//!                             └──> events (subnet_applied) · KV writes (state, position)
+//! ```
+//!
+//! After every wake-up the task reads new contiguous blocks of every log into the engine,
+//! applies what got confirmed (persisting state and the confirmed length in one write),
+//! starts replicating logs it newly learned of, and appends what is queued: submitted
+//! operations and, for indexers, acknowledgements (at most one per `ack_delay`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use intercom_contracts::{Contract, MemoryState, StagedState, Value};
+use intercom_crypto::KeyPair;
+use intercom_log::{Log, Replica, ReplicaConfig, SharedReplica};
+use intercom_protomux::Mux;
+use intercom_stores::{Batch, KvStore};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::apply::{Members, Outcome};
+use crate::engine::{AppliedEntry, Engine, EngineConfig};
+use crate::entry::{bind_message, Body, Entry, Key};
+use crate::state::{value_bytes, AppView};
+use crate::SubnetError;
+
+/// KV prefix of the persisted subnet state values.
+const STATE_PREFIX: &str = "subnet/v/";
+/// KV key of the confirmed length the persisted state reflects.
+const CONFIRMED_KEY: &str = "subnet/confirmed";
+/// KV key naming the subnet the persisted state belongs to.
+const IDENTITY_KEY: &str = "subnet/identity";
+/// Submissions waiting for the writer task.
+const COMMAND_QUEUE: usize = 4096;
+/// Applied-entry events buffered for slow subscribers.
+const EVENT_QUEUE: usize = 8192;
+/// Remote opens of logs we do not know yet, held per connection.
+const HELD_OPENS: usize = 64;
+/// Most operations appended in one write.
+const MAX_APPEND_BATCH: usize = 1024;
+
+/// How a peer takes part in a subnet.
+#[derive(Clone)]
+pub struct SubnetConfig {
+    /// The subnet channel (`--subnet-channel`).
+    pub channel: String,
+    /// The bootstrap writer's key (`--subnet-bootstrap`, or our own writer key).
+    pub bootstrap: Key,
+    /// The contract.
+    pub contract: Arc<dyn Contract>,
+    /// The peer's identity: the author of what it writes.
+    pub identity: KeyPair,
+    /// Delay before an indexer acknowledges what it saw (acks are coalesced).
+    pub ack_delay: Duration,
+    /// Most writer logs followed.
+    pub max_writers: usize,
+    /// The admin's timer feature period (`--timer 1`), if on.
+    pub timer: Option<Duration>,
+    /// Test hook (`--subnet-firewall-file`): a file of peer keys (hex, one per line) whose
+    /// connections replicate no logs while listed; re-read every 250 ms. Splits a subnet
+    /// without touching its connections.
+    pub firewall_file: Option<std::path::PathBuf>,
+}
+
+impl SubnetConfig {
+    /// Defaults for `channel` sequenced by `bootstrap`.
+    pub fn new(
+        channel: &str,
+        bootstrap: Key,
+        contract: Arc<dyn Contract>,
+        identity: KeyPair,
+    ) -> Self {
+        SubnetConfig {
+            channel: channel.to_owned(),
+            bootstrap,
+            contract,
+            identity,
+            ack_delay: Duration::from_millis(5),
+            max_writers: 256,
+            timer: None,
+            firewall_file: None,
+        }
+    }
+}
+
+/// One confirmed entry, as published to subscribers.
+#[derive(Debug, Clone)]
+pub struct AppliedEvent {
+    /// The entry.
+    pub entry: AppliedEntry,
+    /// The state root after the step that applied it.
+    pub state_root: [u8; 32],
+}
+
+/// Where a submitted operation landed in our writer log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Its position in our writer log.
+    pub seq: u64,
+}
+
+/// The outcome of a simulated operation.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    /// What applying would do.
+    pub outcome: Outcome,
+    /// The keys it would write (`None` deletes), contract keys without their prefix.
+    pub writes: BTreeMap<String, Option<Value>>,
+}
+
+/// A snapshot of the subnet for `/stats`, the bridge and the banner.
+#[derive(Debug, Clone)]
+pub struct SubnetInfo {
+    /// The channel.
+    pub channel: String,
+    /// The bootstrap writer.
+    pub bootstrap: Key,
+    /// Our writer log.
+    pub writer: Key,
+    /// Our identity (author address).
+    pub address: Key,
+    /// The admin's address.
+    pub admin: Option<String>,
+    /// Writers (bootstrap included), hex.
+    pub writers: Vec<String>,
+    /// Indexers (bootstrap included), hex.
+    pub indexers: Vec<String>,
+    /// True if we may write.
+    pub is_writer: bool,
+    /// True if we are an indexer.
+    pub is_indexer: bool,
+    /// Entries in the confirmed order.
+    pub confirmed_length: u64,
+    /// Entries in the tentative order after it.
+    pub unconfirmed_length: u64,
+    /// Entries held but waiting for what they depend on.
+    pub waiting: u64,
+    /// Every followed log and its held length.
+    pub logs: Vec<(String, u64)>,
+    /// The confirmed state root.
+    pub state_root: [u8; 32],
+    /// Connections the logs replicate on.
+    pub connections: usize,
+    /// True once the admin enabled transactions.
+    pub transactions_enabled: bool,
+    /// True when join requests are honoured.
+    pub auto_add_writers: bool,
+    /// The contract's name.
+    pub contract: String,
+}
+
+impl SubnetInfo {
+    /// The JSON shape the CLI and the bridge print.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "channel": self.channel,
+            "bootstrap": hex::encode(self.bootstrap),
+            "writerKey": hex::encode(self.writer),
+            "address": hex::encode(self.address),
+            "admin": self.admin,
+            "isWriter": self.is_writer,
+            "isIndexer": self.is_indexer,
+            "writers": self.writers,
+            "indexers": self.indexers,
+            "confirmedLength": self.confirmed_length,
+            "unconfirmedLength": self.unconfirmed_length,
+            "waiting": self.waiting,
+            "logs": self.logs.iter().map(|(k, n)| json!({"key": k, "length": n})).collect::<Vec<_>>(),
+            "stateRoot": hex::encode(self.state_root),
+            "connections": self.connections,
+            "transactionsEnabled": self.transactions_enabled,
+            "autoAddWriters": self.auto_add_writers,
+            "contract": self.contract,
+        })
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, SubnetError>>;
+
+enum Command {
+    Submit(Body, Reply<Receipt>),
+    Simulate(Body, Reply<Simulation>),
+    Get(String, bool, Reply<Option<Value>>),
+    Read(String, Value, bool, Reply<Value>),
+    Info(Reply<SubnetInfo>),
+    Attach(Attachment),
+    RemoteOpen(u64, Vec<u8>),
+    ReplicationEnded(u64, Key, u64),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A connection to replicate the subnet's logs on.
+pub struct Attachment {
+    /// The remote peer's key.
+    pub remote_key: Key,
+    /// The connection's mux.
+    pub mux: Mux,
+    /// True if we dialled.
+    pub is_initiator: bool,
+    /// The Noise handshake hash (hypercore capabilities are bound to it).
+    pub handshake_hash: Vec<u8>,
+    /// Remote opens of `hypercore/alpha` channels (with their discovery-key ids) that no
+    /// local channel matched: the service opens the log (accepting) when it knows it.
+    pub remote_opens: Option<mpsc::Receiver<(String, Vec<u8>)>>,
+}
+
+/// A cheap, cloneable handle on the running subnet service.
+#[derive(Clone)]
+pub struct SubnetHandle {
+    cmds: mpsc::Sender<Command>,
+    events: broadcast::Sender<AppliedEvent>,
+    writer: Key,
+    contract: Arc<dyn Contract>,
+}
+
+impl std::fmt::Debug for SubnetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubnetHandle")
+            .field("writer", &hex::encode(self.writer))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubnetHandle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, SubnetError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| SubnetError::Stopped)?;
+        rx.await.map_err(|_| SubnetError::Stopped)?
+    }
+
+    /// Our writer log's key.
+    pub fn writer_key(&self) -> Key {
+        self.writer
+    }
+
+    /// The contract.
+    pub fn contract(&self) -> &Arc<dyn Contract> {
+        &self.contract
+    }
+
+    /// Appends `body` to our writer log; resolves once it is durable.
+    pub async fn submit(&self, body: Body) -> Result<Receipt, SubnetError> {
+        self.call(|r| Command::Submit(body, r)).await
+    }
+
+    /// Runs `body` against a scratch copy of the tentative state; never appends.
+    pub async fn simulate(&self, body: Body) -> Result<Simulation, SubnetError> {
+        self.call(|r| Command::Simulate(body, r)).await
+    }
+
+    /// A contract key's value, from the confirmed or the tentative state.
+    pub async fn get(&self, key: &str, confirmed: bool) -> Result<Option<Value>, SubnetError> {
+        self.call(|r| Command::Get(key.to_owned(), confirmed, r))
+            .await
+    }
+
+    /// Runs one of the contract's read functions.
+    pub async fn read(
+        &self,
+        function: &str,
+        args: Value,
+        confirmed: bool,
+    ) -> Result<Value, SubnetError> {
+        self.call(|r| Command::Read(function.to_owned(), args, confirmed, r))
+            .await
+    }
+
+    /// A snapshot of the subnet.
+    pub async fn info(&self) -> Result<SubnetInfo, SubnetError> {
+        self.call(Command::Info).await
+    }
+
+    /// Replicates the subnet's logs over a new connection.
+    pub fn attach(&self, attachment: Attachment) {
+        if self.cmds.try_send(Command::Attach(attachment)).is_err() {
+            tracing::warn!("subnet service busy; connection not replicated");
+        }
+    }
+
+    /// Every applied entry from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<AppliedEvent> {
+        self.events.subscribe()
+    }
+
+    /// Stops the service (after finishing the append in progress).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Loads the persisted state of `config`'s subnet from `kv`: the state and the confirmed
+/// length it reflects. A store that held another subnet starts empty.
+pub fn load_state(
+    kv: &dyn KvStore,
+    config: &EngineConfig,
+) -> Result<(MemoryState, u64), SubnetError> {
+    let identity = subnet_identity(config);
+    if kv.get(IDENTITY_KEY.as_bytes())?.as_deref() != Some(identity.as_bytes()) {
+        return Ok((MemoryState::default(), 0));
+    }
+    let confirmed = kv
+        .get(CONFIRMED_KEY.as_bytes())?
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    let mut state = MemoryState::default();
+    for (k, v) in kv.scan_prefix(STATE_PREFIX.as_bytes())? {
+        let key = String::from_utf8_lossy(&k[STATE_PREFIX.len()..]).into_owned();
+        let value: Value = serde_json::from_slice(&v)
+            .map_err(|e| SubnetError::Corrupt(format!("state key {key}: {e}")))?;
+        state.entries.insert(key, value);
+    }
+    Ok((state, confirmed))
+}
+
+/// Writes the outcome of a step: changed keys and the new confirmed length, atomically.
+pub fn persist(
+    kv: &dyn KvStore,
+    config: &EngineConfig,
+    writes: &BTreeMap<String, Option<Value>>,
+    confirmed: u64,
+) -> Result<(), SubnetError> {
+    let mut batch = Batch::default();
+    batch.put(IDENTITY_KEY.as_bytes(), subnet_identity(config).as_bytes());
+    for (k, v) in writes {
+        let key = format!("{STATE_PREFIX}{k}");
+        match v {
+            Some(v) => batch.put(key.as_bytes(), &value_bytes(v)),
+            None => batch.delete(key.as_bytes()),
+        };
+    }
+    batch.put(CONFIRMED_KEY.as_bytes(), &confirmed.to_be_bytes());
+    // Not synced: the state is rebuilt from the (synced) logs if a crash loses it, and
+    // the write is atomic with the confirmed length.
+    kv.write(batch, false)?;
+    Ok(())
+}
+
+/// Deletes the persisted state (for a rebuild).
+pub fn clear_state(kv: &dyn KvStore) -> Result<(), SubnetError> {
+    let mut batch = Batch::default();
+    for (k, _) in kv.scan_prefix(b"subnet/")? {
+        batch.delete(&k);
+    }
+    kv.write(batch, true)?;
+    Ok(())
+}
+
+fn subnet_identity(config: &EngineConfig) -> String {
+    format!("{} {}", hex::encode(config.bootstrap), config.channel)
+}
+
+/// Feeds every new contiguous block of `logs` into `engine`; returns how many.
+fn ingest(engine: &mut Engine, logs: &HashMap<Key, SharedReplica>) -> usize {
+    let mut fed = 0;
+    loop {
+        let mut progress = false;
+        for (key, replica) in logs {
+            let from = engine.linearizer().pushed(key);
+            let blocks: Vec<Vec<u8>> = replica.with(|r| {
+                let log = r.log();
+                let end = log.contiguous_length();
+                (from..end)
+                    .map_while(|i| log.get(i).ok().flatten())
+                    .collect()
+            });
+            for (i, block) in blocks.iter().enumerate() {
+                if let Err(e) = engine.push(key, from + i as u64, block) {
+                    tracing::warn!(writer = %hex::encode(key), error = %e, "subnet entry not taken");
+                    break;
+                }
+                fed += 1;
+                progress = true;
+            }
+        }
+        if !progress {
+            return fed;
+        }
+    }
+}
+
+/// Applies every log held in `kv` from scratch (no network): the `subnet rebuild`
+/// command and its benchmark. Returns the engine with the rebuilt state, persisted.
+pub fn rebuild(kv: Arc<dyn KvStore>, config: EngineConfig) -> Result<Engine, SubnetError> {
+    clear_state(kv.as_ref())?;
+    let mut engine = Engine::new(config.clone(), MemoryState::default(), 0);
+    let mut logs: HashMap<Key, SharedReplica> = HashMap::new();
+    loop {
+        let mut wanted: Vec<Key> = engine.linearizer().keys().to_vec();
+        wanted.extend(writers_of(engine.state()));
+        let new: Vec<Key> = wanted
+            .into_iter()
+            .filter(|k| !logs.contains_key(k))
+            .collect();
+        let mut opened = false;
+        for key in new {
+            let log = Log::open(kv.clone(), key)?;
+            logs.insert(
+                key,
+                SharedReplica::new(Replica::new(log, ReplicaConfig::default())),
+            );
+            opened = true;
+        }
+        let fed = ingest(&mut engine, &logs);
+        let step = engine.step();
+        persist(
+            kv.as_ref(),
+            &config,
+            &step.writes,
+            engine.linearizer().confirmed_len(),
+        )?;
+        if fed == 0 && !opened && step.applied.is_empty() {
+            return Ok(engine);
+        }
+    }
+}
+
+/// Writer keys in a state (bootstrap excluded).
+fn writers_of(state: &MemoryState) -> Vec<Key> {
+    state
+        .entries
+        .range("subnet/writer/".to_owned()..)
+        .take_while(|(k, _)| k.starts_with("subnet/writer/"))
+        .filter_map(|(k, _)| crate::apply::parse_key(&k["subnet/writer/".len()..]))
+        .collect()
+}
+
+struct Conn {
+    remote: Key,
+    /// Ends this connection's replications when set (firewall).
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Bumped whenever the firewall cuts the connection off.
+    generation: u64,
+    mux: Mux,
+    is_initiator: bool,
+    hash: Vec<u8>,
+    active: HashSet<Key>,
+    held: Vec<Vec<u8>>,
+}
+
+struct Pending {
+    body: Body,
+    reply: Option<Reply<Receipt>>,
+}
+
+struct Service {
+    config: SubnetConfig,
+    kv: Arc<dyn KvStore>,
+    engine: Engine,
+    engine_config: EngineConfig,
+    own: SharedReplica,
+    own_key: Key,
+    logs: HashMap<Key, SharedReplica>,
+    conns: HashMap<u64, Conn>,
+    next_conn: u64,
+    cmds_tx: mpsc::Sender<Command>,
+    poke_tx: mpsc::Sender<()>,
+    events: broadcast::Sender<AppliedEvent>,
+    pending: Vec<Pending>,
+    /// Heads our log has declared so far.
+    declared: HashMap<Key, u64>,
+    ack_at: Option<Instant>,
+    last_ack: Option<Instant>,
+    /// Peers the firewall hook cuts off.
+    blocked: HashSet<Key>,
+}
+
+/// Starts the subnet service with our writer log `own` (opened writable on `kv`).
+pub fn start(
+    config: SubnetConfig,
+    kv: Arc<dyn KvStore>,
+    own: Log,
+) -> Result<SubnetHandle, SubnetError> {
+    let engine_config = EngineConfig {
+        channel: config.channel.clone(),
+        bootstrap: config.bootstrap,
+        contract: config.contract.clone(),
+        max_writers: config.max_writers,
+    };
+    let (state, confirmed) = load_state(kv.as_ref(), &engine_config)?;
+    let engine = Engine::new(engine_config.clone(), state, confirmed);
+    let own_key = *own.key();
+    let own = SharedReplica::new(Replica::new(own, ReplicaConfig::default()));
+    let (cmds_tx, cmds_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (poke_tx, poke_rx) = mpsc::channel(1);
+    let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let handle = SubnetHandle {
+        cmds: cmds_tx.clone(),
+        events: events.clone(),
+        writer: own_key,
+        contract: config.contract.clone(),
+    };
+    let mut service = Service {
+        config,
+        kv,
+        engine,
+        engine_config,
+        own: own.clone(),
+        own_key,
+        logs: HashMap::new(),
+        conns: HashMap::new(),
+        next_conn: 1,
+        cmds_tx,
+        poke_tx,
+        events,
+        pending: Vec::new(),
+        declared: HashMap::new(),
+        ack_at: None,
+        last_ack: None,
+        blocked: HashSet::new(),
+    };
+    service.follow(own_key, own);
+    let bootstrap = service.config.bootstrap;
+    service.ensure_log(bootstrap)?;
+    tokio::spawn(service.run(cmds_rx, poke_rx));
+    Ok(handle)
+}
+
+impl Service {
+    fn follow(&mut self, key: Key, replica: SharedReplica) {
+        let mut changes = replica.subscribe();
+        let poke = self.poke_tx.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if poke.is_closed() {
+                    return;
+                }
+                let _ = poke.try_send(());
+            }
+        });
+        self.logs.insert(key, replica.clone());
+        for (&id, conn) in self.conns.iter_mut() {
+            spawn_replication(&self.cmds_tx, id, conn, key, &replica);
+        }
+    }
+
+    fn ensure_log(&mut self, key: Key) -> Result<(), SubnetError> {
+        if self.logs.contains_key(&key) || self.logs.len() >= self.config.max_writers {
+            return Ok(());
+        }
+        let log = Log::open(self.kv.clone(), key)?;
+        let replica = SharedReplica::new(Replica::new(log, ReplicaConfig::default()));
+        self.follow(key, replica);
+        Ok(())
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>, mut pokes: mpsc::Receiver<()>) {
+        let mut timer = self
+            .config
+            .timer
+            .map(|p| tokio::time::interval_at(Instant::now() + p, p));
+        let firewall_period = Duration::from_millis(250);
+        let mut firewall = self
+            .config
+            .firewall_file
+            .as_ref()
+            .map(|_| tokio::time::interval(firewall_period));
+        loop {
+            let ack_at = self.ack_at;
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Shutdown(done)) => {
+                        self.work();
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => {
+                        self.on_command(cmd);
+                        // Take whatever else is queued before working (batches appends).
+                        while let Ok(cmd) = cmds.try_recv() {
+                            if let Command::Shutdown(done) = cmd {
+                                self.work();
+                                let _ = done.send(());
+                                return;
+                            }
+                            self.on_command(cmd);
+                            if self.pending.len() >= MAX_APPEND_BATCH {
+                                break;
+                            }
+                        }
+                    }
+                    None => return,
+                },
+                Some(()) = pokes.recv() => {}
+                _ = sleep_until(ack_at), if ack_at.is_some() => {
+                    self.ack_at = None;
+                    self.ack_due();
+                }
+                _ = tick(&mut timer), if timer.is_some() => self.timer_tick(),
+                _ = tick(&mut firewall), if firewall.is_some() => self.firewall_tick(),
+            }
+            self.work();
+        }
+    }
+
+    fn work(&mut self) {
+        ingest(&mut self.engine, &self.logs);
+        let step = self.engine.step();
+        if !step.applied.is_empty() || !step.writes.is_empty() {
+            let confirmed = self.engine.linearizer().confirmed_len();
+            if let Err(e) = persist(
+                self.kv.as_ref(),
+                &self.engine_config,
+                &step.writes,
+                confirmed,
+            ) {
+                tracing::error!(error = %e, "persisting subnet state failed");
+            }
+            let root = self.engine.root();
+            for entry in step.applied {
+                if entry.kind == "ack" {
+                    continue;
+                }
+                let _ = self.events.send(AppliedEvent {
+                    entry,
+                    state_root: root,
+                });
+            }
+        }
+        let mut wanted: Vec<Key> = self.engine.linearizer().keys().to_vec();
+        wanted.extend(writers_of(self.engine.state()));
+        for key in wanted {
+            if let Err(e) = self.ensure_log(key) {
+                tracing::warn!(error = %e, "opening a writer log failed");
+            }
+        }
+        self.schedule_ack();
+        self.flush();
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Submit(body, reply) => match self.precheck(&body) {
+                Ok(()) => self.pending.push(Pending {
+                    body,
+                    reply: Some(reply),
+                }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Simulate(body, reply) => {
+                let (outcome, writes) = self.engine.simulate(&self.own_key, &self.with_bind(body));
+                let writes = writes
+                    .into_iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix(crate::state::APP_PREFIX)
+                            .map(|k| (k.to_owned(), v))
+                    })
+                    .collect();
+                let _ = reply.send(Ok(Simulation { outcome, writes }));
+            }
+            Command::Get(key, confirmed, reply) => {
+                let full = format!("{}{key}", crate::state::APP_PREFIX);
+                let _ = reply.send(Ok(self.engine.get(&full, confirmed)));
+            }
+            Command::Read(function, args, confirmed, reply) => {
+                let result = if confirmed {
+                    let view = AppView::new(self.engine.state());
+                    self.config.contract.read(&function, &args, &view)
+                } else {
+                    let mut overlay = StagedState::new(self.engine.state());
+                    overlay.merge(self.engine.tentative_writes());
+                    let view = AppView::new(&overlay);
+                    self.config.contract.read(&function, &args, &view)
+                };
+                let _ = reply.send(result.map_err(SubnetError::Contract));
+            }
+            Command::Info(reply) => {
+                let _ = reply.send(Ok(self.info()));
+            }
+            Command::Attach(a) => self.attach(a),
+            Command::RemoteOpen(conn, id) => self.on_remote_open(conn, id),
+            Command::ReplicationEnded(conn, key, generation) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if c.generation == generation {
+                        c.active.remove(&key);
+                    }
+                    if c.mux.is_closed() {
+                        self.conns.remove(&conn);
+                    }
+                }
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    /// Refuses early what could never apply from us, with a clear reason.
+    fn precheck(&self, body: &Body) -> Result<(), SubnetError> {
+        let mut overlay = StagedState::new(self.engine.state());
+        overlay.merge(self.engine.tentative_writes());
+        let members = Members(&overlay);
+        if !members.is_writer(&self.config.bootstrap, &self.own_key) {
+            return Err(SubnetError::NotWriter(hex::encode(self.own_key)));
+        }
+        match body {
+            Body::Transaction(_) if !members.transactions_enabled() => {
+                Err(SubnetError::TransactionsDisabled)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Our entry as it would be appended now (the bind comes first on an empty log).
+    fn with_bind(&self, body: Body) -> Entry {
+        Entry {
+            timestamp: now_ms(),
+            heads: Vec::new(),
+            body,
+        }
+    }
+
+    fn info(&mut self) -> SubnetInfo {
+        let bootstrap = self.config.bootstrap;
+        let root = self.engine.root();
+        let lin = self.engine.linearizer();
+        let members = Members(self.engine.state());
+        let mut writers = vec![hex::encode(bootstrap)];
+        writers.extend(writers_of(self.engine.state()).iter().map(hex::encode));
+        SubnetInfo {
+            channel: self.config.channel.clone(),
+            bootstrap,
+            writer: self.own_key,
+            address: self.config.identity.public_key,
+            admin: members.admin(),
+            writers,
+            indexers: members
+                .indexers(&bootstrap)
+                .iter()
+                .map(hex::encode)
+                .collect(),
+            is_writer: members.is_writer(&bootstrap, &self.own_key),
+            is_indexer: members.is_indexer(&bootstrap, &self.own_key),
+            confirmed_length: lin.confirmed_len(),
+            unconfirmed_length: lin.unconfirmed().len() as u64,
+            waiting: lin.waiting(),
+            logs: self
+                .logs
+                .iter()
+                .map(|(k, r)| (hex::encode(k), r.with(|r| r.log().contiguous_length())))
+                .collect(),
+            state_root: root,
+            connections: self.conns.values().filter(|c| !c.mux.is_closed()).count(),
+            transactions_enabled: members.transactions_enabled(),
+            auto_add_writers: members.auto_add_writers(),
+            contract: self.config.contract.name().to_owned(),
+        }
+    }
+
+    /// Re-reads the firewall file; cuts off newly listed peers and resumes the others.
+    fn firewall_tick(&mut self) {
+        let Some(path) = &self.config.firewall_file else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let blocked: HashSet<Key> = text.lines().filter_map(crate::apply::parse_key).collect();
+        if blocked == self.blocked {
+            return;
+        }
+        self.blocked = blocked;
+        for (&id, conn) in self.conns.iter_mut() {
+            let now_blocked = self.blocked.contains(&conn.remote);
+            if now_blocked && !*conn.stop.borrow() {
+                let _ = conn.stop.send(true);
+                conn.active.clear();
+                conn.generation += 1;
+            } else if !now_blocked && *conn.stop.borrow() {
+                conn.stop = tokio::sync::watch::channel(false).0;
+                for (key, replica) in &self.logs {
+                    spawn_replication(&self.cmds_tx, id, conn, *key, replica);
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, a: Attachment) {
+        self.conns.retain(|_, c| !c.mux.is_closed());
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let mut conn = Conn {
+            remote: a.remote_key,
+            stop: tokio::sync::watch::channel(self.blocked.contains(&a.remote_key)).0,
+            generation: 0,
+            mux: a.mux,
+            is_initiator: a.is_initiator,
+            hash: a.handshake_hash,
+            active: HashSet::new(),
+            held: Vec::new(),
+        };
+        for (key, replica) in &self.logs {
+            spawn_replication(&self.cmds_tx, id, &mut conn, *key, replica);
+        }
+        if let Some(mut opens) = a.remote_opens {
+            let cmds = self.cmds_tx.clone();
+            tokio::spawn(async move {
+                while let Some((_protocol, channel_id)) = opens.recv().await {
+                    if cmds
+                        .send(Command::RemoteOpen(id, channel_id))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+        self.conns.insert(id, conn);
+    }
+
+    fn on_remote_open(&mut self, conn_id: u64, channel_id: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let known = self
+            .logs
+            .iter()
+            .find(|(_, r)| r.with(|r| r.log().discovery_key().as_slice() == channel_id.as_slice()));
+        match known {
+            Some((key, replica)) => {
+                if *conn.stop.borrow() {
+                    let mux = conn.mux.clone();
+                    tokio::spawn(async move {
+                        let _ = mux
+                            .reject(intercom_log::replicate::PROTOCOL, Some(&channel_id))
+                            .await;
+                    });
+                } else if !conn.active.contains(key) {
+                    spawn_replication(&self.cmds_tx, conn_id, conn, *key, replica);
+                }
+            }
+            None => {
+                conn.held.push(channel_id);
+                if conn.held.len() > HELD_OPENS {
+                    let dropped = conn.held.remove(0);
+                    let mux = conn.mux.clone();
+                    tokio::spawn(async move {
+                        let _ = mux
+                            .reject(intercom_log::replicate::PROTOCOL, Some(&dropped))
+                            .await;
+                    });
+                }
+            }
+        }
+    }
+
+    fn is_indexer(&self) -> bool {
+        Members(self.engine.state()).is_indexer(&self.config.bootstrap, &self.own_key)
+    }
+
+    /// Whether we have seen something an acknowledgement should carry: for the
+    /// sequencer, new non-ack entries of other members (so they get sequenced); for other
+    /// indexers, new bootstrap entries (so their batches get confirmed). Acks never
+    /// answer acks, so indexers do not ping-pong.
+    fn ack_needed(&self) -> bool {
+        if !self.is_indexer() {
+            return false;
+        }
+        let bootstrap = self.config.bootstrap;
+        let sequencer = self.own_key == bootstrap;
+        self.new_heads().iter().any(|(k, _)| {
+            if sequencer {
+                self.engine.substantive(k) > self.declared.get(k).copied().unwrap_or(0)
+            } else {
+                *k == bootstrap
+            }
+        })
+    }
+
+    fn schedule_ack(&mut self) {
+        if self.ack_at.is_some() || !self.pending.is_empty() || !self.ack_needed() {
+            return;
+        }
+        let earliest = Instant::now() + self.config.ack_delay;
+        let spaced = self
+            .last_ack
+            .map_or(earliest, |t| t + self.config.ack_delay);
+        self.ack_at = Some(earliest.max(spaced));
+    }
+
+    fn ack_due(&mut self) {
+        if self.pending.is_empty() && self.ack_needed() {
+            self.pending.push(Pending {
+                body: Body::Ack,
+                reply: None,
+            });
+            self.last_ack = Some(Instant::now());
+        }
+    }
+
+    fn timer_tick(&mut self) {
+        let members = Members(self.engine.state());
+        let me = hex::encode(self.config.identity.public_key);
+        if members.admin().as_deref() == Some(me.as_str())
+            && self.config.contract.features().contains(&"timer")
+        {
+            self.pending.push(Pending {
+                body: Body::Feature {
+                    name: "timer".into(),
+                    data: json!({"key": "currentTime", "value": now_ms()}),
+                },
+                reply: None,
+            });
+        }
+    }
+
+    /// Appends everything queued in one synced write.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending: Vec<Pending> = std::mem::take(&mut self.pending);
+        let mut entries = Vec::with_capacity(pending.len() + 1);
+        let own_length = self.own.with(|r| r.log().length());
+        if own_length == 0 {
+            let message = bind_message(&self.config.channel, &self.own_key);
+            entries.push(Entry {
+                timestamp: now_ms(),
+                heads: Vec::new(),
+                body: Body::Bind {
+                    author: self.config.identity.public_key,
+                    signature: self.config.identity.sign(&message),
+                },
+            });
+        }
+        let heads = self.new_heads();
+        let first_op = entries.len();
+        for (i, p) in pending.iter().enumerate() {
+            entries.push(Entry {
+                timestamp: now_ms(),
+                heads: if i == 0 { heads.clone() } else { Vec::new() },
+                body: p.body.clone(),
+            });
+        }
+        let bytes: Vec<Vec<u8>> = entries.iter().map(Entry::encode).collect();
+        match self.own.append(&bytes) {
+            Ok(_) => {
+                for (k, n) in heads {
+                    self.declared.insert(k, n);
+                }
+                for (i, p) in pending.into_iter().enumerate() {
+                    if let Some(reply) = p.reply {
+                        let seq = own_length + (first_op + i) as u64;
+                        let _ = reply.send(Ok(Receipt { seq }));
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for p in pending {
+                    if let Some(reply) = p.reply {
+                        let _ = reply.send(Err(SubnetError::Append(message.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lengths of member logs we have seen and not declared yet.
+    fn new_heads(&self) -> Vec<(Key, u64)> {
+        let members = Members(self.engine.state());
+        let bootstrap = self.config.bootstrap;
+        self.engine
+            .linearizer()
+            .ready_lengths()
+            .into_iter()
+            .filter(|(k, n)| {
+                *k != self.own_key
+                    && *n > self.declared.get(k).copied().unwrap_or(0)
+                    && members.is_writer(&bootstrap, k)
+            })
+            .collect()
+    }
+}
+
+fn spawn_replication(
+    cmds: &mpsc::Sender<Command>,
+    id: u64,
+    conn: &mut Conn,
+    key: Key,
+    replica: &SharedReplica,
+) {
+    if conn.mux.is_closed() || *conn.stop.borrow() || !conn.active.insert(key) {
+        return;
+    }
+    let mut stop = conn.stop.subscribe();
+    let generation = conn.generation;
+    let dk = replica.with(|r| *r.log().discovery_key());
+    conn.held.retain(|h| h.as_slice() != dk.as_slice());
+    let (replica, mux, hash, init) = (
+        replica.clone(),
+        conn.mux.clone(),
+        conn.hash.clone(),
+        conn.is_initiator,
+    );
+    let cmds = cmds.clone();
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        replica.replicate_until(mux, init, &hash, stopped).await;
+        let _ = cmds
+            .send(Command::ReplicationEnded(id, key, generation))
+            .await;
+    });
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
