@@ -777,7 +777,7 @@ impl Service {
         for (&id, conn) in self.conns.iter_mut() {
             let now_blocked = self.blocked.contains(&conn.remote);
             if now_blocked && !*conn.stop.borrow() {
-                let _ = conn.stop.send(true);
+                conn.stop.send_replace(true);
                 conn.active.clear();
                 conn.generation += 1;
             } else if !now_blocked && *conn.stop.borrow() {
