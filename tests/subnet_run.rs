@@ -459,3 +459,92 @@ async fn a_30s_partition_heals_to_one_state_and_confirmed_positions_never_change
     );
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_operations_are_refused_clearly_and_simulations_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dht = DhtNode::start(dir.path());
+    let admin = Peer::start(dir.path(), "solo", 85, &dht.addr, &CHANNEL_ARGS);
+    let mut a = admin.ws().await;
+    let ok = |v: &Value| v["type"] == "subnet_op_result";
+    let r = a
+        .req(json!({"type": "subnet_op", "op": "add_admin", "address": admin.pubkey}))
+        .await;
+    assert!(ok(&r), "{r}");
+    let r = a
+        .req(json!({"type": "subnet_op", "op": "enable_transactions"}))
+        .await;
+    assert!(ok(&r), "{r}");
+    let r = a
+        .req(json!({"type": "tx", "command": {"op": "put", "key": "a", "value": 1}}))
+        .await;
+    assert_eq!(r["appended"], true, "{r}");
+    let settled =
+        |v: &Value| v["unconfirmedLength"] == 0 && v["confirmedLength"].as_u64() > Some(3);
+    let before = wait_info(&mut a, "the first put", settled).await["stateRoot"].clone();
+    assert_eq!(
+        a.req(json!({"type": "get", "key": "kv/a"})).await["value"],
+        json!(1)
+    );
+
+    // Each refused with invalid_operation and a message naming what is wrong.
+    let big = "x".repeat(5000);
+    let cases = [
+        (json!({"op": "no_such_op"}), "no_such_op"),
+        (
+            json!({"op": "do_something", "some_key": "x", "extra": 1}),
+            "extra",
+        ),
+        (json!({"op": "do_something", "some_key": 5}), "some_key"),
+        (json!({"op": "do_something"}), "some_key"),
+        (json!({"op": "put", "key": "b", "value": big}), "4096"),
+        (json!("{not json"), "not json"),
+        (json!("read_chat_last"), "read"),
+    ];
+    for (command, mentions) in cases {
+        let r = a.req(json!({"type": "tx", "command": command})).await;
+        if r["type"] == "tx_result" {
+            // A read function's name runs the read instead (as the reference's /tx does).
+            assert!(r.get("read").is_some(), "{r}");
+            continue;
+        }
+        assert_eq!(r["code"], "invalid_operation", "{r}");
+        let text = r["error"].as_str().unwrap();
+        assert!(
+            text.contains(mentions),
+            "{command}: {text:?} should mention {mentions:?}"
+        );
+    }
+    let r = a.req(json!({"type": "get"})).await;
+    assert_eq!(r["code"], "missing_field", "{r}");
+    let r = a.req(json!({"type": "subnet_op", "op": "tx"})).await;
+    assert_eq!(r["code"], "invalid_operation", "{r}");
+
+    // A simulation reports what it would write and writes nothing.
+    let r = a
+        .req(json!({"type": "tx", "sim": 1, "command": {"op": "put", "key": "s", "value": 2}}))
+        .await;
+    assert_eq!(r["sim"], true, "{r}");
+    assert_eq!(r["outcome"], "applied", "{r}");
+    assert_eq!(r["writes"]["kv/s"], json!(2), "{r}");
+    let r = a
+        .req(json!({"type": "tx", "sim": true, "command": {"op": "put", "key": "a", "value": 9}}))
+        .await;
+    assert_eq!(r["outcome"], "applied", "the owner may overwrite: {r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = wait_info(&mut a, "quiet", settled).await["stateRoot"].clone();
+    assert_eq!(
+        before, after,
+        "refused and simulated operations changed the state"
+    );
+    for confirmed in [true, false] {
+        let r = a
+            .req(json!({"type": "get", "key": "kv/s", "confirmed": confirmed}))
+            .await;
+        assert_eq!(r["value"], Value::Null, "{r}");
+    }
+    assert_eq!(
+        a.req(json!({"type": "get", "key": "kv/a"})).await["value"],
+        json!(1)
+    );
+}

@@ -23,7 +23,15 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_intercom");
+/// The peer binary under test: `intercom`, or the task-board app (whose tests reuse this
+/// module; it takes the same flags).
+pub const BIN: &str = match (
+    option_env!("CARGO_BIN_EXE_intercom"),
+    option_env!("CARGO_BIN_EXE_intercom-task-board"),
+) {
+    (Some(bin), _) | (None, Some(bin)) => bin,
+    (None, None) => panic!("no peer binary to test"),
+};
 pub const TOKEN: &str = "sidechannel-test-token";
 /// One step (a process start, a reply, an awaited event).
 pub const STEP: Duration = Duration::from_secs(60);

@@ -293,3 +293,92 @@ impl Engine {
         Members(&self.state)
     }
 }
+
+/// Feeds arbitrary bytes to an engine as blocks of three writer logs (the first is the
+/// bootstrap) and applies whatever gets confirmed: must never panic (fuzz target body).
+pub fn fuzz_engine(data: &[u8], contract: Arc<dyn Contract>) {
+    let keys: [Key; 3] = [[1; 32], [2; 32], [3; 32]];
+    let mut engine = Engine::new(
+        EngineConfig {
+            channel: "fuzz".into(),
+            bootstrap: keys[0],
+            contract,
+            max_writers: 8,
+        },
+        MemoryState::default(),
+        0,
+    );
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let writer = keys[(rest[0] % 3) as usize];
+        let len = (rest[1] as usize).min(rest.len() - 2);
+        let block = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        let seq = engine.linearizer().pushed(&writer);
+        let _ = engine.push(&writer, seq, block);
+        engine.step();
+    }
+    let _ = engine.tentative_writes();
+    let _ = engine.root();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Membership;
+    use intercom_contracts::builtin::BuiltinContract;
+
+    fn engine() -> Engine {
+        Engine::new(
+            EngineConfig {
+                channel: "t".into(),
+                bootstrap: [1; 32],
+                contract: Arc::new(BuiltinContract),
+                max_writers: 8,
+            },
+            MemoryState::default(),
+            0,
+        )
+    }
+
+    #[test]
+    fn undecodable_blocks_keep_their_place_and_change_nothing() {
+        let mut e = engine();
+        e.push(&[1; 32], 0, b"\xff\x00junk").unwrap();
+        let step = e.step();
+        assert_eq!(step.applied.len(), 1);
+        assert_eq!(step.applied[0].kind, "invalid");
+        assert!(matches!(step.applied[0].outcome, Outcome::Ignored(_)));
+        assert!(e.state().entries.is_empty());
+    }
+
+    #[test]
+    fn entries_of_an_unbound_log_are_ignored() {
+        let mut e = engine();
+        let entry = Entry {
+            timestamp: 1,
+            heads: vec![],
+            body: Body::Membership(Membership::EnableTransactions),
+        };
+        e.push(&[1; 32], 0, &entry.encode()).unwrap();
+        let step = e.step();
+        assert!(matches!(&step.applied[0].outcome, Outcome::Ignored(r) if r.contains("bound")));
+        assert!(e.state().entries.is_empty());
+    }
+
+    #[test]
+    fn fuzz_body_survives_noise() {
+        let mut x = 0x1234_5678_u64;
+        for _ in 0..200 {
+            let data: Vec<u8> = (0..512)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            fuzz_engine(&data, Arc::new(BuiltinContract));
+        }
+    }
+}
