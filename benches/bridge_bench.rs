@@ -16,26 +16,22 @@
 
 #[path = "support/docs.rs"]
 mod docs;
+#[allow(dead_code)]
+#[path = "support/peers.rs"]
+mod peers;
 #[path = "../tests/swarm_support/mod.rs"]
 mod swarm_support;
 
 use swarm_support::vm_rss_bytes;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tokio::{client_async, TokioAdapter};
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use peers::{agent, bounded, next_json, peer, quantile, Rx};
+use serde_json::json;
 
-const TOKEN: &str = "bridge-bench-token";
 const LATENCY_MESSAGES: usize = 1000;
 const BURST_MESSAGES: usize = 10_000;
 
@@ -46,103 +42,6 @@ fn burst_messages() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(BURST_MESSAGES)
 }
-const LIMIT: Duration = Duration::from_secs(120);
-
-type Tx = WebSocketSender<TokioAdapter<TcpStream>>;
-type Rx = WebSocketReceiver<TokioAdapter<TcpStream>>;
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {LIMIT:?}"))
-}
-
-/// Starts `intercom ARGS` and returns it with the stdout lines read up to `until`.
-async fn spawn(args: &[&str], until: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_intercom"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start intercom");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut seen = Vec::new();
-    bounded("process start", async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            let done = until(&line);
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-    })
-    .await;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, seen)
-}
-
-/// Starts a peer; returns its process and bridge address.
-async fn peer(stores: &Path, name: &str, bootstrap: &str) -> (Child, String) {
-    let stores = stores.to_string_lossy();
-    let (child, lines) = spawn(
-        &[
-            "run",
-            "--peer-stores-directory",
-            &stores,
-            "--peer-store-name",
-            name,
-            "--dht-bootstrap",
-            bootstrap,
-            "--sc-bridge",
-            "1",
-            "--sc-bridge-token",
-            TOKEN,
-            "--sc-bridge-port",
-            "0",
-            "--sidechannel-rate-bytes",
-            "0",
-            "--sidechannel-pow",
-            "0",
-        ],
-        |l| l == "Sidechannel: ready",
-    )
-    .await;
-    let bridge = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("SC-Bridge: ws://"))
-        .and_then(|b| b.split_whitespace().next())
-        .expect("banner shows the bridge")
-        .to_owned();
-    (child, bridge)
-}
-
-async fn next_json(rx: &mut Rx) -> Value {
-    loop {
-        match rx.next().await.expect("bridge open").expect("bridge frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
-            _ => continue,
-        }
-    }
-}
-
-async fn agent(addr: &str) -> (Tx, Rx) {
-    let tcp = TcpStream::connect(addr).await.expect("connect bridge");
-    let (ws, _) = client_async(format!("ws://{addr}/"), tcp)
-        .await
-        .expect("websocket");
-    let (mut tx, mut rx) = ws.split();
-    assert_eq!(next_json(&mut rx).await["type"], "hello");
-    tx.send(Message::text(
-        json!({"type": "auth", "token": TOKEN}).to_string(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(next_json(&mut rx).await["type"], "auth_ok");
-    (tx, rx)
-}
-
 fn send_frame(text: &str) -> Message {
     Message::text(json!({"type": "send", "channel": "0000intercom", "message": text}).to_string())
 }
@@ -157,31 +56,16 @@ async fn next_message(rx: &mut Rx) -> String {
     }
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let stores = std::env::temp_dir().join(format!("intercom-bridge-bench-{}", std::process::id()));
-    // A bootstrap node and three more: with one node alone peers cannot learn that they
-    // are reachable and every connection would have to holepunch.
-    let (boot, lines) = spawn(&["dht-node", "--host", "127.0.0.1", "--port", "0"], |_| {
-        true
-    })
-    .await;
-    let ready: Value = serde_json::from_str(&lines[0]).expect("dht-node ready line");
-    let bootstrap = format!("127.0.0.1:{}", ready["port"]);
-    let mut dht = vec![boot];
-    for _ in 0..3 {
-        let args = ["dht-node", "--host", "127.0.0.1", "--bootstrap", &bootstrap];
-        dht.push(spawn(&args, |_| true).await.0);
-    }
-    let (a, bridge_a) = peer(&stores, "a", &bootstrap).await;
-    let (b, bridge_b) = peer(&stores, "b", &bootstrap).await;
+    let (dht, bootstrap) = peers::dht().await;
+    let a = peer(&stores, "a", &bootstrap, &[]).await;
+    let b = peer(&stores, "b", &bootstrap, &[]).await;
+    let (bridge_a, bridge_b) = (a.bridge.clone(), b.bridge.clone());
     let (mut a_tx, mut a_rx) = agent(&bridge_a).await;
     let (_b_tx, mut b_rx) = agent(&bridge_b).await;
 
@@ -217,8 +101,8 @@ async fn main() {
     let burst = burst_messages();
     println!(
         "burst of {burst} starts (peer pids: a {:?}, b {:?})",
-        a.id(),
-        b.id()
+        a.child.id(),
+        b.child.id()
     );
     let started = Instant::now();
     let sender = tokio::spawn(async move {
@@ -243,7 +127,7 @@ async fn main() {
     let rate = burst as f64 / burst_secs;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle = b.id().and_then(vm_rss_bytes).unwrap_or(0) as f64 / 1_048_576.0;
+    let idle = b.child.id().and_then(vm_rss_bytes).unwrap_or(0) as f64 / 1_048_576.0;
 
     let ok = |b: bool| if b { "met" } else { "NOT met" };
     let section = format!(
@@ -261,7 +145,7 @@ async fn main() {
     );
     println!("{section}");
     docs::write_section("bridge_bench", &section);
-    for mut c in [a, b].into_iter().chain(dht) {
+    for mut c in [a.child, b.child].into_iter().chain(dht) {
         let _ = c.kill().await;
     }
     let _ = std::fs::remove_dir_all(&stores);

@@ -49,18 +49,6 @@ pub struct Subnet {
 /// Remote opens of log channels waiting for the subnet service, per connection.
 const REMOTE_OPEN_QUEUE: usize = 64;
 
-/// The swarm topic of a subnet channel, as trac-peer derives it.
-pub fn subnet_topic(channel: &str) -> [u8; 32] {
-    let mut topic = [0u8; 32];
-    let bytes = channel.as_bytes();
-    if !bytes.is_empty() {
-        for (i, b) in topic.iter_mut().enumerate() {
-            *b = bytes[i % bytes.len()];
-        }
-    }
-    topic
-}
-
 /// The running adapter.
 pub struct PeerNetTask {
     stop: oneshot::Sender<()>,

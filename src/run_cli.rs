@@ -754,7 +754,7 @@ pub async fn run(
     let (discovery, net) =
         peer_net::bind(settings.dht_bootstrap.as_deref(), keypair.clone()).await?;
     let net = net.with_subnet(peer_net::Subnet {
-        topic: peer_net::subnet_topic(&settings.subnet_channel),
+        topic: intercom_subnet::subnet_topic(&settings.subnet_channel),
         handle: subnet.clone(),
     });
     let dht_nodes = net.bootstrap.clone();

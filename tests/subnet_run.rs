@@ -207,7 +207,19 @@ async fn writers_admitted_two_ways_apply_1000_concurrent_txs_and_a_removed_write
             sink.lock().unwrap().push(e);
         }
     });
-    let events = || seen.lock().unwrap().clone();
+    // One record per applied operation: {position, writer, op, outcome}.
+    let events = || -> Vec<Value> {
+        let entries = seen.lock().unwrap().clone();
+        entries
+            .iter()
+            .filter(|e| e["type"] == "subnet_applied")
+            .flat_map(|e| {
+                e["ops"].as_array().cloned().unwrap_or_default().into_iter().map(|op| {
+                    json!({"position": e["position"], "writer": e["writer"], "op": op["op"], "outcome": op["outcome"]})
+                })
+            })
+            .collect()
+    };
 
     // A reader's tx is refused with a clear error; so is a malformed one anywhere.
     let refused = r
@@ -241,14 +253,11 @@ async fn writers_admitted_two_ways_apply_1000_concurrent_txs_and_a_removed_write
         "1,000 txs applied everywhere in {:?}: root {root}, length {length}",
         started.elapsed()
     );
-    assert!(length >= 1000, "every transaction is in the order");
+    assert!(length > 0, "entries were confirmed");
 
     // Every transaction was applied (or rejected by the contract) once, on the reader.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let applied: Vec<Value> = events()
-        .into_iter()
-        .filter(|e| e["type"] == "subnet_applied" && e["op"] == "tx")
-        .collect();
+    let applied: Vec<Value> = events().into_iter().filter(|e| e["op"] == "tx").collect();
     assert_eq!(
         applied.len(),
         1000,
@@ -479,8 +488,12 @@ async fn bad_operations_are_refused_clearly_and_simulations_change_nothing() {
         .req(json!({"type": "tx", "command": {"op": "put", "key": "a", "value": 1}}))
         .await;
     assert_eq!(r["appended"], true, "{r}");
-    let settled =
-        |v: &Value| v["unconfirmedLength"] == 0 && v["confirmedLength"].as_u64() > Some(3);
+    let settled = |v: &Value| v["unconfirmedLength"] == 0 && v["waiting"] == 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.req(json!({"type": "get", "key": "kv/a"})).await["value"] != json!(1) {
+        assert!(Instant::now() < deadline, "the first put was never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before = wait_info(&mut a, "the first put", settled).await["stateRoot"].clone();
     assert_eq!(
         a.req(json!({"type": "get", "key": "kv/a"})).await["value"],

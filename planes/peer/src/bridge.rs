@@ -118,6 +118,10 @@ impl Backend for PeerBackend {
             "sidechannel".into(),
             serde_json::to_value(&s.sidechannel).unwrap_or(Value::Null),
         );
+        if let Some(subnet) = &self.subnet {
+            let info = subnet.info().await.map_err(subnet_error)?;
+            extra.insert("subnet".into(), info.to_json());
+        }
         Ok(Stats {
             channels: s.sidechannel.channels.clone(),
             connection_count: s.connections,
@@ -207,26 +211,37 @@ fn subnet_error(e: SubnetError) -> BackendError {
 }
 
 /// Forwards the subnet's applied entries to bridge clients that subscribed with
-/// `{type:"subscribe", subnet:true}` as `{type:"subnet_applied", position, type, author,
-/// writer, seq, outcome, reason, state_root}`. A client that falls behind by more than the
-/// event buffer misses events (and is told so by a `subnet_lagged` event).
+/// `{type:"subscribe", subnet:true}`: one `{type:"subnet_applied", position, writer, seq,
+/// author, ops:[{index, op, outcome, reason}], state_root}` per confirmed entry (a writer
+/// appends what it was given at once as one entry; its operations share the entry's
+/// position). A client that falls behind by more than the event buffer misses events and
+/// is told so by a `subnet_lagged` event.
 pub fn publish_subnet_events(subnet: &SubnetHandle, publisher: Publisher) {
     let mut events = subnet.subscribe();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(ev) => {
-                    let e = &ev.entry;
+                Ok(e) => {
+                    let ops: Vec<Value> = e
+                        .ops
+                        .iter()
+                        .map(|(index, op, outcome)| {
+                            json!({
+                                "index": index,
+                                "op": op,
+                                "outcome": outcome.label(),
+                                "reason": outcome.reason(),
+                            })
+                        })
+                        .collect();
                     publisher.publish(Event::Subnet(json!({
                         "type": "subnet_applied",
                         "position": e.position,
-                        "op": e.kind,
-                        "author": e.author,
                         "writer": hex::encode(e.writer),
                         "seq": e.seq,
-                        "outcome": e.outcome.label(),
-                        "reason": e.outcome.reason(),
-                        "state_root": hex::encode(ev.state_root),
+                        "author": e.author,
+                        "ops": ops,
+                        "state_root": hex::encode(e.state_root),
                     })));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

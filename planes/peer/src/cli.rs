@@ -201,7 +201,11 @@ impl Dispatcher {
                 out.push(v.to_string());
                 Ok(v)
             }
-            c if subnet_commands::handles(c) => {
+            c if subnet_commands::handles(
+                c,
+                self.ctx.subnet.as_ref().map(|s| s.contract().as_ref()),
+            ) =>
+            {
                 let Some(subnet) = &self.ctx.subnet else {
                     return Err(format!("{c}: this peer runs no subnet plane").into());
                 };

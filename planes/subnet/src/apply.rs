@@ -19,7 +19,7 @@
 use intercom_contracts::{validate, Context, Contract, Operation, StateRead, StateWrite, Value};
 use serde_json::json;
 
-use crate::entry::{bind_message, join_message, Body, Entry, Key, Membership};
+use crate::entry::{bind_message, join_message, Body, Key, Membership};
 use intercom_contracts::StagedState;
 
 use crate::state::AppState;
@@ -77,6 +77,8 @@ pub struct Placement<'a> {
     pub seq: u64,
     /// Its position in the subnet order.
     pub position: u64,
+    /// Which body of the entry it is.
+    pub index: u32,
 }
 
 /// The fixed inputs of applying: the subnet channel, its bootstrap writer, its contract.
@@ -168,19 +170,21 @@ pub fn parse_key(s: &str) -> Option<Key> {
     bytes.try_into().ok()
 }
 
-/// Applies `entry` at `at` to `state` (a scratch overlay the caller commits).
-pub fn apply_entry(
+/// Applies one body of an entry (written at `timestamp`) at `at` to `state` (a scratch
+/// overlay the caller commits).
+pub fn apply_body(
     rules: Rules<'_>,
     state: &mut StagedState<'_>,
     at: Placement<'_>,
-    entry: &Entry,
+    body: &Body,
+    timestamp: u64,
 ) -> Outcome {
     let members = Members(state);
     if !members.is_writer(rules.bootstrap, at.writer) {
         return Outcome::Ignored("the writer is not a member of the subnet".into());
     }
-    if let Body::Bind { author, signature } = &entry.body {
-        if at.seq != 0 {
+    if let Body::Bind { author, signature } = body {
+        if at.seq != 0 || at.index != 0 {
             return Outcome::Ignored("a log binds its author only in its first entry".into());
         }
         if !intercom_crypto::verify(signature, &bind_message(rules.channel, at.writer), author) {
@@ -192,7 +196,7 @@ pub fn apply_entry(
         );
         return Outcome::Applied;
     }
-    if matches!(entry.body, Body::Ack) {
+    if matches!(body, Body::Ack) {
         return Outcome::Applied;
     }
     let Some(author) = members.author_of(at.writer) else {
@@ -200,14 +204,14 @@ pub fn apply_entry(
     };
     let admin = members.admin();
     let is_admin = admin.as_deref() == Some(author.as_str());
-    match &entry.body {
+    match body {
         Body::Membership(m) => membership(rules, state, at, &author, is_admin, m),
         Body::Transaction(op) | Body::Action(op) => {
             let op: Operation = match serde_json::from_value(op.clone()) {
                 Ok(op) => op,
                 Err(e) => return Outcome::Rejected(format!("not an operation: {e}")),
             };
-            if matches!(entry.body, Body::Transaction(_)) {
+            if matches!(body, Body::Transaction(_)) {
                 if !members.transactions_enabled() {
                     return Outcome::Ignored("transactions are not enabled on this subnet".into());
                 }
@@ -221,7 +225,7 @@ pub fn apply_entry(
                 return Outcome::Rejected(e.to_string());
             }
             let writer = hex::encode(at.writer);
-            let ctx = context(at, entry, &author, &writer, admin.as_deref());
+            let ctx = context(at, timestamp, &author, &writer, admin.as_deref());
             run_contract(state, |app| rules.contract.apply(&op, &ctx, app))
         }
         Body::Feature { name, data } => {
@@ -232,7 +236,7 @@ pub fn apply_entry(
                 return Outcome::Ignored(format!("the contract has no feature {name}"));
             }
             let writer = hex::encode(at.writer);
-            let ctx = context(at, entry, &author, &writer, admin.as_deref());
+            let ctx = context(at, timestamp, &author, &writer, admin.as_deref());
             run_contract(state, |app| {
                 rules.contract.apply_feature(name, data, &ctx, app)
             })
@@ -243,7 +247,7 @@ pub fn apply_entry(
 
 fn context<'a>(
     at: Placement<'_>,
-    entry: &Entry,
+    timestamp: u64,
     author: &'a str,
     writer: &'a str,
     admin: Option<&'a str>,
@@ -252,7 +256,7 @@ fn context<'a>(
         author,
         writer,
         position: at.position,
-        timestamp: entry.timestamp,
+        timestamp,
         admin,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use intercom_contracts::{operation_from_cli, ContractError, Value};
+use intercom_contracts::{operation_from_cli, Contract, ContractError, Value};
 use serde_json::json;
 
 use crate::apply::{parse_key, ACTION_OPS};
@@ -49,12 +49,15 @@ pub fn is_op(command: &str) -> bool {
     MEMBERSHIP_COMMANDS.contains(&command) || ACTION_OPS.contains(&command.trim_start_matches('/'))
 }
 
-/// True if `command` (with its slash) is handled here.
-pub fn handles(command: &str) -> bool {
+/// True if `command` (with its slash) is handled here: the subnet commands, and every
+/// operation `contract` declares (`/create_task --title x` runs the `create_task`
+/// transaction).
+pub fn handles(command: &str, contract: Option<&dyn Contract>) -> bool {
     let name = command.trim_start_matches('/');
     MEMBERSHIP_COMMANDS.contains(&command)
         || ACTION_OPS.contains(&name)
         || matches!(command, "/tx" | "/get" | "/subnet")
+        || contract.is_some_and(|c| c.operations().iter().any(|op| op.name == name))
 }
 
 type Args = BTreeMap<String, Option<String>>;
@@ -118,7 +121,7 @@ pub async fn run(
                     "{name} appended (writer log entry {}); it applies once ordered",
                     receipt.seq
                 )],
-                json!({"appended": true, "op": name, "seq": receipt.seq}),
+                json!({"appended": true, "op": name, "seq": receipt.seq, "index": receipt.index}),
             ))
         }
         c => {
@@ -130,13 +133,19 @@ pub async fn run(
             let op = operation_from_cli(handle.contract().as_ref(), name, &pairs)
                 .map_err(|e| e.to_string())?;
             let value = serde_json::to_value(&op).unwrap_or(Value::Null);
-            let receipt = handle.submit(Body::Action(value)).await.map_err(fail)?;
+            // Chat operations travel as actions; everything else is a transaction.
+            let body = if ACTION_OPS.contains(&name) {
+                Body::Action(value)
+            } else {
+                Body::Transaction(value)
+            };
+            let receipt = handle.submit(body).await.map_err(fail)?;
             Ok((
                 vec![format!(
                     "{name} appended (writer log entry {})",
                     receipt.seq
                 )],
-                json!({"appended": true, "op": name, "seq": receipt.seq}),
+                json!({"appended": true, "op": name, "seq": receipt.seq, "index": receipt.index}),
             ))
         }
     }
@@ -183,7 +192,7 @@ pub async fn tx(
             "tx {} appended (writer log entry {})",
             op.name, receipt.seq
         )],
-        json!({"appended": true, "op": op.name, "seq": receipt.seq}),
+        json!({"appended": true, "op": op.name, "seq": receipt.seq, "index": receipt.index}),
     ))
 }
 

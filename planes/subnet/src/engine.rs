@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use intercom_contracts::{Contract, MemoryState, StateRead, Value};
 
-use crate::apply::{apply_entry, Members, Outcome, Placement, Rules};
+use crate::apply::{apply_body, Members, Outcome, Placement, Rules};
 use crate::entry::{Body, Entry, Key};
 use crate::linearizer::{EntryId, Linearizer, LinearizerError};
 use intercom_contracts::StagedState;
@@ -42,6 +42,8 @@ pub struct AppliedEntry {
     pub writer: Key,
     /// Its position in that log.
     pub seq: u64,
+    /// Which body of that entry.
+    pub index: u32,
     /// The entry type (`tx`, `add_writer`, `ack`, ...).
     pub kind: String,
     /// The author's address, when the log is bound.
@@ -97,7 +99,7 @@ impl Engine {
     /// the same way on every peer.
     pub fn push(&mut self, writer: &Key, seq: u64, bytes: &[u8]) -> Result<(), LinearizerError> {
         let (slot, heads) = match Entry::decode(bytes) {
-            Ok(entry) if entry.body != Body::Ack => {
+            Ok(entry) if !entry.is_ack() => {
                 self.substantive.insert(*writer, seq + 1);
                 let heads = entry.heads.clone();
                 (Slot::Held(entry), heads)
@@ -156,27 +158,30 @@ impl Engine {
                     writer: &writer,
                     seq: id.seq,
                     position,
+                    index: 0,
                 };
-                let (kind, outcome) = match &slot {
-                    Slot::Held(entry) => (
-                        entry.body.type_name().to_owned(),
-                        apply_entry(rules, &mut overlay, at, entry),
-                    ),
-                    Slot::Undecodable(e) => ("invalid".to_owned(), Outcome::Ignored(e.clone())),
-                    Slot::Applied => (
+                let results = match &slot {
+                    Slot::Held(entry) => apply_entry(rules, &mut overlay, at, entry),
+                    Slot::Undecodable(e) => {
+                        vec![("invalid".to_owned(), Outcome::Ignored(e.clone()))]
+                    }
+                    Slot::Applied => vec![(
                         "applied".to_owned(),
                         Outcome::Ignored("applied twice".into()),
-                    ),
+                    )],
                 };
                 let author = Members(&overlay).author_of(&writer);
-                step.applied.push(AppliedEntry {
-                    position,
-                    writer,
-                    seq: id.seq,
-                    kind,
-                    author,
-                    outcome,
-                });
+                for (index, (kind, outcome)) in results.into_iter().enumerate() {
+                    step.applied.push(AppliedEntry {
+                        position,
+                        writer,
+                        seq: id.seq,
+                        index: index as u32,
+                        kind,
+                        author: author.clone(),
+                        outcome,
+                    });
+                }
             }
             let writes = overlay.into_writes();
             if !writes.is_empty() {
@@ -215,6 +220,7 @@ impl Engine {
                     writer: &writer,
                     seq: id.seq,
                     position: start + i as u64,
+                    index: 0,
                 };
                 apply_entry(rules, &mut overlay, at, entry);
             }
@@ -222,16 +228,26 @@ impl Engine {
         overlay.into_writes()
     }
 
-    /// Runs `entry` as if `writer` appended it now, on top of the tentative state, and
-    /// reports what it would do and write. Changes nothing.
+    /// Runs `body` as if `author` appended it to `writer`'s log now, on top of the
+    /// tentative state, and reports what it would do and write. Changes nothing.
     pub fn simulate(
         &self,
         writer: &Key,
-        entry: &Entry,
+        author: &Key,
+        body: &Body,
+        timestamp: u64,
     ) -> (Outcome, BTreeMap<String, Option<Value>>) {
         let tentative = self.tentative_writes();
         let mut base = StagedState::new(&self.state);
         base.merge(tentative);
+        if Members(&base).author_of(writer).is_none() {
+            // A log that has not written yet would bind its author first.
+            use intercom_contracts::StateWrite;
+            base.put(
+                &format!("subnet/author/{}", hex::encode(writer)),
+                serde_json::json!(hex::encode(author)),
+            );
+        }
         let mut overlay = StagedState::new(&base);
         let position = self.linearizer.confirmed_len() + self.linearizer.unconfirmed().len() as u64;
         let seq = self.linearizer.pushed(writer);
@@ -244,8 +260,9 @@ impl Engine {
             writer,
             seq,
             position,
+            index: 0,
         };
-        let outcome = apply_entry(rules, &mut overlay, at, entry);
+        let outcome = apply_body(rules, &mut overlay, at, body, timestamp);
         (outcome, overlay.into_writes())
     }
 
@@ -292,6 +309,28 @@ impl Engine {
     pub fn members(&self) -> Members<'_> {
         Members(&self.state)
     }
+}
+
+/// Applies every body of `entry` in order (placed at `at`); each body's type and outcome.
+fn apply_entry(
+    rules: Rules<'_>,
+    state: &mut StagedState<'_>,
+    at: Placement<'_>,
+    entry: &Entry,
+) -> Vec<(String, Outcome)> {
+    entry
+        .bodies
+        .iter()
+        .enumerate()
+        .map(|(index, body)| {
+            let at = Placement {
+                index: index as u32,
+                ..at
+            };
+            let outcome = apply_body(rules, state, at, body, entry.timestamp);
+            (body.type_name().to_owned(), outcome)
+        })
+        .collect()
 }
 
 /// Feeds arbitrary bytes to an engine as blocks of three writer logs (the first is the
@@ -355,11 +394,7 @@ mod tests {
     #[test]
     fn entries_of_an_unbound_log_are_ignored() {
         let mut e = engine();
-        let entry = Entry {
-            timestamp: 1,
-            heads: vec![],
-            body: Body::Membership(Membership::EnableTransactions),
-        };
+        let entry = Entry::single(1, vec![], Body::Membership(Membership::EnableTransactions));
         e.push(&[1; 32], 0, &entry.encode()).unwrap();
         let step = e.step();
         assert!(matches!(&step.applied[0].outcome, Outcome::Ignored(r) if r.contains("bound")));

@@ -2,7 +2,7 @@
 //! never panics on peer input).
 //!
 //! ```text
-//! entry   = version(=1) · timestamp(uint, ms) · heads · body
+//! entry   = version(=1) · timestamp(uint, ms) · heads · count(uint) · body*
 //! heads   = count(uint) · { writer key(32) · length(uint) }*     (what the author had
 //!           seen of other writers' logs since its previous entry; lengths only grow)
 //! body    = tag(uint8) · fields
@@ -13,6 +13,10 @@
 //!   4 action       json (operation)             chat-style contract ops, never gated
 //!   5 feature      name(string) · json           outside data from an allowed peer
 //! ```
+//!
+//! One entry carries every operation its author appended at once (a writer batches what
+//! its agents submitted while the previous append was being written): the entry is the
+//! unit of ordering, its bodies apply one after the other at the entry's position.
 //!
 //! The log's own Merkle-tree signature (made with the writer key) signs every entry; the
 //! `bind` entry at position 0 binds the writer key to the author's peer key, signed by
@@ -25,7 +29,9 @@ use serde_json::Value;
 pub const ENTRY_VERSION: u64 = 1;
 /// Most heads one entry may carry (a subnet has far fewer writers).
 pub const MAX_HEADS: u64 = 1024;
-/// Largest JSON payload (operation or feature data) an entry may carry.
+/// Most bodies one entry may carry.
+pub const MAX_BODIES: u64 = 1024;
+/// Largest JSON payload (operation or feature data) one body may carry.
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024;
 /// Longest feature name.
 pub const MAX_FEATURE_NAME: usize = 64;
@@ -40,8 +46,8 @@ pub struct Entry {
     pub timestamp: u64,
     /// Lengths of other writers' logs the author had seen, newly since its previous entry.
     pub heads: Vec<(Key, u64)>,
-    /// What the entry does.
-    pub body: Body,
+    /// What the entry does, in order (at least one).
+    pub bodies: Vec<Body>,
 }
 
 /// The payload of an entry.
@@ -146,6 +152,9 @@ pub enum EntryError {
     /// An unknown body or membership tag.
     #[error("unknown subnet entry tag {0}")]
     Tag(u8),
+    /// No bodies, or more than [`MAX_BODIES`].
+    #[error("subnet entry carries {0} bodies (1 to {MAX_BODIES})")]
+    BodyCount(u64),
     /// Too many heads.
     #[error("subnet entry carries {0} heads (at most {MAX_HEADS})")]
     TooManyHeads(u64),
@@ -186,34 +195,57 @@ impl Entry {
         for (key, length) in &self.heads {
             w.fixed(key).uint(*length);
         }
-        match &self.body {
-            Body::Bind { author, signature } => {
-                w.uint8(0).fixed(author).fixed(signature);
-            }
-            Body::Ack => {
-                w.uint8(1);
-            }
-            Body::Membership(m) => {
-                w.uint8(2);
-                encode_membership(&mut w, m);
-            }
-            Body::Transaction(v) => {
-                w.uint8(3);
-                put_json(&mut w, v);
-            }
-            Body::Action(v) => {
-                w.uint8(4);
-                put_json(&mut w, v);
-            }
-            Body::Feature { name, data } => {
-                w.uint8(5);
-                put_bytes(&mut w, name.as_bytes());
-                put_json(&mut w, data);
-            }
+        w.uint(self.bodies.len() as u64);
+        for body in &self.bodies {
+            encode_body(&mut w, body);
         }
         w.into_vec()
     }
 
+    /// An entry of one body.
+    pub fn single(timestamp: u64, heads: Vec<(Key, u64)>, body: Body) -> Entry {
+        Entry {
+            timestamp,
+            heads,
+            bodies: vec![body],
+        }
+    }
+
+    /// True if every body is an acknowledgement.
+    pub fn is_ack(&self) -> bool {
+        self.bodies.iter().all(|b| matches!(b, Body::Ack))
+    }
+}
+
+fn encode_body(w: &mut Writer, body: &Body) {
+    match body {
+        Body::Bind { author, signature } => {
+            w.uint8(0).fixed(author).fixed(signature);
+        }
+        Body::Ack => {
+            w.uint8(1);
+        }
+        Body::Membership(m) => {
+            w.uint8(2);
+            encode_membership(w, m);
+        }
+        Body::Transaction(v) => {
+            w.uint8(3);
+            put_json(w, v);
+        }
+        Body::Action(v) => {
+            w.uint8(4);
+            put_json(w, v);
+        }
+        Body::Feature { name, data } => {
+            w.uint8(5);
+            put_bytes(w, name.as_bytes());
+            put_json(w, data);
+        }
+    }
+}
+
+impl Entry {
     /// Decodes an entry that must span all of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Entry, EntryError> {
         let mut r = Reader::new(bytes);
@@ -230,35 +262,46 @@ impl Entry {
         for _ in 0..count {
             heads.push((r.fixed32()?, r.uint()?));
         }
-        let body = match r.uint8()? {
-            0 => Body::Bind {
-                author: r.fixed32()?,
-                signature: r.fixed64()?,
-            },
-            1 => Body::Ack,
-            2 => Body::Membership(decode_membership(&mut r)?),
-            3 => Body::Transaction(take_json(&mut r)?),
-            4 => Body::Action(take_json(&mut r)?),
-            5 => {
-                let name = take_bytes(&mut r, MAX_FEATURE_NAME)?;
-                let name = String::from_utf8(name.to_vec())
-                    .map_err(|_| EntryError::Payload("feature name is not utf-8".into()))?;
-                Body::Feature {
-                    name,
-                    data: take_json(&mut r)?,
-                }
-            }
-            tag => return Err(EntryError::Tag(tag)),
-        };
+        let count = r.uint()?;
+        if count == 0 || count > MAX_BODIES {
+            return Err(EntryError::BodyCount(count));
+        }
+        let mut bodies = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            bodies.push(decode_body(&mut r)?);
+        }
         if r.remaining() > 0 {
             return Err(EntryError::Trailing(r.remaining()));
         }
         Ok(Entry {
             timestamp,
             heads,
-            body,
+            bodies,
         })
     }
+}
+
+fn decode_body(r: &mut Reader<'_>) -> Result<Body, EntryError> {
+    Ok(match r.uint8()? {
+        0 => Body::Bind {
+            author: r.fixed32()?,
+            signature: r.fixed64()?,
+        },
+        1 => Body::Ack,
+        2 => Body::Membership(decode_membership(r)?),
+        3 => Body::Transaction(take_json(r)?),
+        4 => Body::Action(take_json(r)?),
+        5 => {
+            let name = take_bytes(r, MAX_FEATURE_NAME)?;
+            let name = String::from_utf8(name.to_vec())
+                .map_err(|_| EntryError::Payload("feature name is not utf-8".into()))?;
+            Body::Feature {
+                name,
+                data: take_json(r)?,
+            }
+        }
+        tag => return Err(EntryError::Tag(tag)),
+    })
 }
 
 fn encode_membership(w: &mut Writer, m: &Membership) {
@@ -403,7 +446,7 @@ mod tests {
                 heads: (0..i % 3)
                     .map(|j| ([j as u8; 32], j as u64 * 300))
                     .collect(),
-                body,
+                bodies: vec![body; 1 + i % 3],
             })
             .collect()
     }
@@ -423,7 +466,7 @@ mod tests {
                 assert!(
                     Entry::decode(&bytes[..n]).is_err(),
                     "{:?} cut at {n}",
-                    e.body
+                    e.bodies
                 );
             }
             let mut longer = bytes.clone();
@@ -447,11 +490,18 @@ mod tests {
         w.uint(1)
             .uint(0)
             .uint(0)
+            .uint(1)
             .uint8(3)
             .uint(MAX_PAYLOAD_BYTES as u64 + 1);
         assert!(matches!(
             Entry::decode(w.as_slice()),
             Err(EntryError::Payload(_))
+        ));
+        let mut w = Writer::new();
+        w.uint(1).uint(0).uint(0).uint(0);
+        assert!(matches!(
+            Entry::decode(w.as_slice()),
+            Err(EntryError::BodyCount(0))
         ));
         let mut w = Writer::new();
         w.uint(2);

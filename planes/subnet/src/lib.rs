@@ -25,7 +25,8 @@ pub use engine::{AppliedEntry, Engine, EngineConfig, Step};
 pub use entry::{Body, Entry, Key, Membership};
 pub use linearizer::{EntryId, Linearizer};
 pub use service::{
-    start, AppliedEvent, Attachment, Receipt, Simulation, SubnetConfig, SubnetHandle, SubnetInfo,
+    start, subnet_topic, AppliedEvent, Attachment, Receipt, Simulation, SubnetConfig, SubnetHandle,
+    SubnetInfo,
 };
 
 /// Why a subnet operation failed.

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::apply::{Members, Outcome};
-use crate::engine::{AppliedEntry, Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig};
 use crate::entry::{bind_message, Body, Entry, Key};
 use crate::state::{value_bytes, AppView};
 use crate::SubnetError;
@@ -47,7 +47,12 @@ const EVENT_QUEUE: usize = 8192;
 /// Remote opens of logs we do not know yet, held per connection.
 const HELD_OPENS: usize = 64;
 /// Most operations appended in one write.
-const MAX_APPEND_BATCH: usize = 1024;
+const MAX_APPEND_BATCH: usize = crate::entry::MAX_BODIES as usize - 1;
+/// The protomux protocol joiners send their signed join requests on (channel id: the
+/// subnet's swarm topic). One message type, 0: `{writer, author, signature}` in hex.
+pub const JOIN_PROTOCOL: &str = "intercom/subnet-join";
+/// Join requests the bootstrap keeps while automatic joins are off.
+const MAX_JOIN_REQUESTS: usize = 1024;
 
 /// How a peer takes part in a subnet.
 #[derive(Clone)]
@@ -93,11 +98,20 @@ impl SubnetConfig {
     }
 }
 
-/// One confirmed entry, as published to subscribers.
+/// One confirmed entry and what each of its operations did, as published to
+/// subscribers (entries that only acknowledge are not published).
 #[derive(Debug, Clone)]
 pub struct AppliedEvent {
-    /// The entry.
-    pub entry: AppliedEntry,
+    /// The entry's position in the subnet order.
+    pub position: u64,
+    /// The writer log that holds it.
+    pub writer: Key,
+    /// Its position in that log.
+    pub seq: u64,
+    /// The author's address, when the log is bound.
+    pub author: Option<String>,
+    /// Its operations in order (index in the entry, type, outcome).
+    pub ops: Vec<(u32, String, Outcome)>,
     /// The state root after the step that applied it.
     pub state_root: [u8; 32],
 }
@@ -105,8 +119,10 @@ pub struct AppliedEvent {
 /// Where a submitted operation landed in our writer log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
-    /// Its position in our writer log.
+    /// The entry's position in our writer log.
     pub seq: u64,
+    /// Which body of that entry it is (operations appended together share an entry).
+    pub index: u32,
 }
 
 /// The outcome of a simulated operation.
@@ -194,7 +210,8 @@ enum Command {
     Read(String, Value, bool, Reply<Value>),
     Info(Reply<SubnetInfo>),
     Attach(Attachment),
-    RemoteOpen(u64, Vec<u8>),
+    RemoteOpen(u64, String, Vec<u8>),
+    JoinRequest(Key, Key, [u8; 64]),
     ReplicationEnded(u64, Key, u64),
     Shutdown(oneshot::Sender<()>),
 }
@@ -479,6 +496,10 @@ struct Service {
     last_ack: Option<Instant>,
     /// Peers the firewall hook cuts off.
     blocked: HashSet<Key>,
+    /// Verified join requests received (bootstrap only appends them, once auto-add is on).
+    join_requests: HashMap<Key, (Key, [u8; 64])>,
+    /// Join requests already appended.
+    joins_appended: HashSet<Key>,
 }
 
 /// Starts the subnet service with our writer log `own` (opened writable on `kv`).
@@ -524,6 +545,8 @@ pub fn start(
         ack_at: None,
         last_ack: None,
         blocked: HashSet::new(),
+        join_requests: HashMap::new(),
+        joins_appended: HashSet::new(),
     };
     service.follow(own_key, own);
     let bootstrap = service.config.bootstrap;
@@ -623,15 +646,22 @@ impl Service {
                 tracing::error!(error = %e, "persisting subnet state failed");
             }
             let root = self.engine.root();
-            for entry in step.applied {
-                if entry.kind == "ack" {
-                    continue;
+            let mut current: Option<AppliedEvent> = None;
+            for a in step.applied {
+                if current.as_ref().is_some_and(|c| c.position != a.position) {
+                    self.publish(current.take());
                 }
-                let _ = self.events.send(AppliedEvent {
-                    entry,
+                let event = current.get_or_insert_with(|| AppliedEvent {
+                    position: a.position,
+                    writer: a.writer,
+                    seq: a.seq,
+                    author: a.author.clone(),
+                    ops: Vec::new(),
                     state_root: root,
                 });
+                event.ops.push((a.index, a.kind, a.outcome));
             }
+            self.publish(current);
         }
         let mut wanted: Vec<Key> = self.engine.linearizer().keys().to_vec();
         wanted.extend(writers_of(self.engine.state()));
@@ -640,8 +670,44 @@ impl Service {
                 tracing::warn!(error = %e, "opening a writer log failed");
             }
         }
+        self.admit_joiners();
         self.schedule_ack();
         self.flush();
+    }
+
+    /// The bootstrap appends the join requests it holds once automatic joins are on.
+    fn admit_joiners(&mut self) {
+        if self.own_key != self.config.bootstrap || self.join_requests.is_empty() {
+            return;
+        }
+        let members = Members(self.engine.state());
+        if !members.auto_add_writers() {
+            return;
+        }
+        let bootstrap = self.config.bootstrap;
+        let due: Vec<(Key, Key, [u8; 64])> = self
+            .join_requests
+            .iter()
+            .filter(|(w, _)| !members.is_writer(&bootstrap, w) && !self.joins_appended.contains(*w))
+            .map(|(w, (a, s))| (*w, *a, *s))
+            .collect();
+        for (writer, author, signature) in due {
+            self.joins_appended.insert(writer);
+            self.pending.push(Pending {
+                body: Body::Membership(crate::entry::Membership::JoinRequest {
+                    writer,
+                    author,
+                    signature,
+                }),
+                reply: None,
+            });
+        }
+    }
+
+    fn publish(&self, event: Option<AppliedEvent>) {
+        if let Some(e) = event.filter(|e| e.ops.iter().any(|(_, kind, _)| kind != "ack")) {
+            let _ = self.events.send(e);
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -656,7 +722,12 @@ impl Service {
                 }
             },
             Command::Simulate(body, reply) => {
-                let (outcome, writes) = self.engine.simulate(&self.own_key, &self.with_bind(body));
+                let (outcome, writes) = self.engine.simulate(
+                    &self.own_key,
+                    &self.config.identity.public_key,
+                    &body,
+                    now_ms(),
+                );
                 let writes = writes
                     .into_iter()
                     .filter_map(|(k, v)| {
@@ -686,7 +757,20 @@ impl Service {
                 let _ = reply.send(Ok(self.info()));
             }
             Command::Attach(a) => self.attach(a),
-            Command::RemoteOpen(conn, id) => self.on_remote_open(conn, id),
+            Command::RemoteOpen(conn, protocol, id) => {
+                if protocol != JOIN_PROTOCOL {
+                    self.on_remote_open(conn, id);
+                }
+            }
+            Command::JoinRequest(writer, author, signature) => {
+                let message = crate::entry::join_message(&self.config.channel, &writer);
+                let valid = intercom_crypto::verify(&signature, &message, &author);
+                if valid && self.join_requests.len() < MAX_JOIN_REQUESTS {
+                    self.join_requests
+                        .entry(writer)
+                        .or_insert((author, signature));
+                }
+            }
             Command::ReplicationEnded(conn, key, generation) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     if c.generation == generation {
@@ -701,29 +785,28 @@ impl Service {
         }
     }
 
-    /// Refuses early what could never apply from us, with a clear reason.
+    /// Refuses early what could never apply from us, with a clear reason. The confirmed
+    /// state answers the common case at no cost; only when it says no is the tentative
+    /// state (which may already admit us) computed.
     fn precheck(&self, body: &Body) -> Result<(), SubnetError> {
-        let mut overlay = StagedState::new(self.engine.state());
-        overlay.merge(self.engine.tentative_writes());
-        let members = Members(&overlay);
-        if !members.is_writer(&self.config.bootstrap, &self.own_key) {
-            return Err(SubnetError::NotWriter(hex::encode(self.own_key)));
-        }
-        match body {
-            Body::Transaction(_) if !members.transactions_enabled() => {
-                Err(SubnetError::TransactionsDisabled)
+        let bootstrap = &self.config.bootstrap;
+        let allowed = |members: &Members<'_>| {
+            if !members.is_writer(bootstrap, &self.own_key) {
+                return Err(SubnetError::NotWriter(hex::encode(self.own_key)));
             }
-            _ => Ok(()),
+            match body {
+                Body::Transaction(_) if !members.transactions_enabled() => {
+                    Err(SubnetError::TransactionsDisabled)
+                }
+                _ => Ok(()),
+            }
+        };
+        if allowed(&Members(self.engine.state())).is_ok() {
+            return Ok(());
         }
-    }
-
-    /// Our entry as it would be appended now (the bind comes first on an empty log).
-    fn with_bind(&self, body: Body) -> Entry {
-        Entry {
-            timestamp: now_ms(),
-            heads: Vec::new(),
-            body,
-        }
+        let mut tentative = StagedState::new(self.engine.state());
+        tentative.merge(self.engine.tentative_writes());
+        allowed(&Members(&tentative))
     }
 
     fn info(&mut self) -> SubnetInfo {
@@ -806,12 +889,13 @@ impl Service {
         for (key, replica) in &self.logs {
             spawn_replication(&self.cmds_tx, id, &mut conn, *key, replica);
         }
+        self.spawn_join_channel(&conn);
         if let Some(mut opens) = a.remote_opens {
             let cmds = self.cmds_tx.clone();
             tokio::spawn(async move {
-                while let Some((_protocol, channel_id)) = opens.recv().await {
+                while let Some((protocol, channel_id)) = opens.recv().await {
                     if cmds
-                        .send(Command::RemoteOpen(id, channel_id))
+                        .send(Command::RemoteOpen(id, protocol, channel_id))
                         .await
                         .is_err()
                     {
@@ -821,6 +905,55 @@ impl Service {
             });
         }
         self.conns.insert(id, conn);
+    }
+
+    /// Opens the join channel on a connection: non-writers send their signed request on
+    /// it; what arrives goes to the service (which only the bootstrap acts on).
+    fn spawn_join_channel(&self, conn: &Conn) {
+        let mux = conn.mux.clone();
+        let cmds = self.cmds_tx.clone();
+        let topic = subnet_topic(&self.config.channel);
+        let request = (!Members(self.engine.state())
+            .is_writer(&self.config.bootstrap, &self.own_key))
+        .then(|| {
+            let message = crate::entry::join_message(&self.config.channel, &self.own_key);
+            json!({
+                "writer": hex::encode(self.own_key),
+                "author": hex::encode(self.config.identity.public_key),
+                "signature": hex::encode(self.config.identity.sign(&message)),
+            })
+            .to_string()
+        });
+        tokio::spawn(async move {
+            let options =
+                intercom_protomux::ChannelOptions::new(JOIN_PROTOCOL).with_id(topic.to_vec());
+            let Ok(mut channel) = mux.open_channel(options).await else {
+                return;
+            };
+            let mut sent = false;
+            while let Some(event) = channel.recv().await {
+                match event {
+                    intercom_protomux::ChannelEvent::Opened { .. } => {
+                        if let (Some(r), false) = (&request, sent) {
+                            sent = true;
+                            let _ = channel.send(0, r.as_bytes()).await;
+                        }
+                    }
+                    intercom_protomux::ChannelEvent::Message {
+                        message_type: 0,
+                        payload,
+                    } => {
+                        if let Some((w, a, sig)) = parse_join_request(&payload) {
+                            if cmds.send(Command::JoinRequest(w, a, sig)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    intercom_protomux::ChannelEvent::Message { .. } => {}
+                    intercom_protomux::ChannelEvent::Closed { .. } => return,
+                }
+            }
+        });
     }
 
     fn on_remote_open(&mut self, conn_id: u64, channel_id: Vec<u8>) {
@@ -919,44 +1052,55 @@ impl Service {
         }
     }
 
-    /// Appends everything queued in one synced write.
+    /// Appends everything queued in one synced write: as one entry (one block, one
+    /// signature), or a few when more is queued than an entry may carry.
     fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let pending: Vec<Pending> = std::mem::take(&mut self.pending);
-        let mut entries = Vec::with_capacity(pending.len() + 1);
         let own_length = self.own.with(|r| r.log().length());
+        let mut bodies: Vec<Body> = Vec::with_capacity(pending.len() + 1);
         if own_length == 0 {
             let message = bind_message(&self.config.channel, &self.own_key);
-            entries.push(Entry {
-                timestamp: now_ms(),
-                heads: Vec::new(),
-                body: Body::Bind {
-                    author: self.config.identity.public_key,
-                    signature: self.config.identity.sign(&message),
-                },
+            bodies.push(Body::Bind {
+                author: self.config.identity.public_key,
+                signature: self.config.identity.sign(&message),
             });
         }
+        bodies.extend(pending.iter().map(|p| p.body.clone()));
+        // Where each body lands: (entry offset, index in that entry).
+        let per_entry = crate::entry::MAX_BODIES as usize;
+        let places: Vec<(u64, u32)> = (0..bodies.len())
+            .map(|i| ((i / per_entry) as u64, (i % per_entry) as u32))
+            .collect();
         let heads = self.new_heads();
-        let first_op = entries.len();
-        for (i, p) in pending.iter().enumerate() {
-            entries.push(Entry {
-                timestamp: now_ms(),
-                heads: if i == 0 { heads.clone() } else { Vec::new() },
-                body: p.body.clone(),
-            });
-        }
-        let bytes: Vec<Vec<u8>> = entries.iter().map(Entry::encode).collect();
-        match self.own.append(&bytes) {
+        let now = now_ms();
+        let blocks: Vec<Vec<u8>> = bodies
+            .chunks(per_entry)
+            .enumerate()
+            .map(|(n, chunk)| {
+                let heads = if n == 0 { heads.clone() } else { Vec::new() };
+                Entry {
+                    timestamp: now,
+                    heads,
+                    bodies: chunk.to_vec(),
+                }
+                .encode()
+            })
+            .collect();
+        let first_op = places.len() - pending.len();
+        match self.own.append(&blocks) {
             Ok(_) => {
                 for (k, n) in heads {
                     self.declared.insert(k, n);
                 }
-                for (i, p) in pending.into_iter().enumerate() {
+                for (p, (offset, index)) in pending.into_iter().zip(&places[first_op..]) {
                     if let Some(reply) = p.reply {
-                        let seq = own_length + (first_op + i) as u64;
-                        let _ = reply.send(Ok(Receipt { seq }));
+                        let _ = reply.send(Ok(Receipt {
+                            seq: own_length + offset,
+                            index: *index,
+                        }));
                     }
                 }
             }
@@ -1018,6 +1162,34 @@ fn spawn_replication(
             .send(Command::ReplicationEnded(id, key, generation))
             .await;
     });
+}
+
+/// The subnet's swarm topic, also the join channel's id: the channel's bytes repeated
+/// over 32 bytes (trac-peer's `b4a.alloc(32).fill(channel)`).
+pub fn subnet_topic(channel: &str) -> [u8; 32] {
+    let mut id = [0u8; 32];
+    let bytes = channel.as_bytes();
+    if !bytes.is_empty() {
+        for (i, b) in id.iter_mut().enumerate() {
+            *b = bytes[i % bytes.len()];
+        }
+    }
+    id
+}
+
+/// A join request as a joiner sends it (at most 1 KB of JSON with three hex fields).
+fn parse_join_request(payload: &[u8]) -> Option<(Key, Key, [u8; 64])> {
+    if payload.len() > 1024 {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(payload).ok()?;
+    let writer = crate::apply::parse_key(v["writer"].as_str()?)?;
+    let author = crate::apply::parse_key(v["author"].as_str()?)?;
+    let signature: [u8; 64] = hex::decode(v["signature"].as_str()?)
+        .ok()?
+        .try_into()
+        .ok()?;
+    Some((writer, author, signature))
 }
 
 async fn sleep_until(at: Option<Instant>) {

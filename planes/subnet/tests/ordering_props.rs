@@ -165,7 +165,8 @@ impl Peer {
             }
         }
         let step = self.engine.step();
-        for a in &step.applied {
+        // One record per entry (its bodies share the entry's position).
+        for a in step.applied.iter().filter(|a| a.index == 0) {
             assert_eq!(
                 a.position as usize,
                 self.confirmed.len(),
@@ -181,17 +182,22 @@ impl Peer {
     }
 
     fn write(&mut self, body: Body, now: u64) {
+        self.write_many(vec![body], now);
+    }
+
+    /// Appends one entry carrying `body` (several operations appended at once).
+    fn write_many(&mut self, body: Vec<Body>, now: u64) {
         let log = self.logs.entry(self.writer).or_default();
         let mut entries = Vec::new();
         if log.is_empty() {
-            entries.push(Entry {
-                timestamp: now,
-                heads: vec![],
-                body: Body::Bind {
+            entries.push(Entry::single(
+                now,
+                vec![],
+                Body::Bind {
                     author: self.identity.public_key,
                     signature: self.identity.sign(&bind_message(CHANNEL, &self.writer)),
                 },
-            });
+            ));
         }
         let heads: Vec<(Key, u64)> = self
             .engine
@@ -206,7 +212,7 @@ impl Peer {
         entries.push(Entry {
             timestamp: now,
             heads,
-            body,
+            bodies: body,
         });
         let log = self.logs.entry(self.writer).or_default();
         log.extend(entries.iter().map(Entry::encode));
@@ -354,8 +360,8 @@ fn run_case(seed: u64) {
         match rng.below(100) {
             0..=34 => {
                 let w = writers[rng.below(writers.len() as u64) as usize];
-                let body = mix_op(&mut rng);
-                peers[w].write(body, now);
+                let ops = (0..1 + rng.below(3)).map(|_| mix_op(&mut rng)).collect();
+                peers[w].write_many(ops, now);
             }
             35..=36 => {
                 // The admin removes a random non-bootstrap writer mid-run.
