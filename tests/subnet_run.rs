@@ -3,7 +3,6 @@
 //! 1,000 concurrent random transactions; a writer removed mid-run; a 30 s partition made
 //! with the firewall hook; the contract's safety checks through the bridge.
 
-#[allow(dead_code)]
 mod sidechannel_support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -560,4 +559,39 @@ async fn bad_operations_are_refused_clearly_and_simulations_change_nothing() {
         a.req(json!({"type": "get", "key": "kv/a"})).await["value"],
         json!(1)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_are_admitted_automatically_once_the_admin_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dht = DhtNode::start(dir.path());
+    let admin = Peer::start(dir.path(), "open-admin", 86, &dht.addr, &CHANNEL_ARGS);
+    let args = [&CHANNEL_ARGS[..], &["--subnet-bootstrap", &admin.writer]].concat();
+    let joiner = Peer::start(dir.path(), "open-joiner", 87, &dht.addr, &args);
+    let mut a = admin.ws().await;
+    let r = a
+        .req(json!({"type": "subnet_op", "op": "add_admin", "address": admin.pubkey}))
+        .await;
+    assert_eq!(r["type"], "subnet_op_result", "{r}");
+    let mut j = joiner.ws().await;
+    // Connected and synced, but not admitted while automatic joins are off.
+    wait_info(&mut j, "the admin's entries", |v| {
+        v["admin"] == json!(admin.pubkey)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(info(&mut j).await["isWriter"], false);
+    let r = a
+        .req(json!({"type": "subnet_op", "op": "set_auto_add_writers", "enabled": "1"}))
+        .await;
+    assert_eq!(r["type"], "subnet_op_result", "{r}");
+    // The joiner's signed request (sent when it connected) is appended by the bootstrap.
+    wait_info(&mut j, "automatic admission", |v| v["isWriter"] == true).await;
+    let v = wait_info(&mut a, "the joiner among the writers", |v| {
+        v["writers"]
+            .as_array()
+            .is_some_and(|w| w.contains(&json!(joiner.writer)))
+    })
+    .await;
+    assert_eq!(v["autoAddWriters"], true);
 }

@@ -1,7 +1,6 @@
 //! The task-board app end to end: its own binary (the intercom peer with the TaskBoard
 //! contract) on a loopback DHT, driven through the SC-Bridge.
 
-#[allow(dead_code)]
 #[path = "../../../../tests/sidechannel_support/mod.rs"]
 mod sidechannel_support;
 
