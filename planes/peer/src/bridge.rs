@@ -149,8 +149,8 @@ impl Backend for PeerBackend {
                     .1
             }
             SubnetRequest::Get { key, confirmed } => {
-                let value = subnet.get(&key, confirmed).await.map_err(subnet_error)?;
-                json!({"key": key, "value": value, "confirmed": confirmed})
+                let (value, root) = subnet.get(&key, confirmed).await.map_err(subnet_error)?;
+                json!({"key": key, "value": value, "confirmed": confirmed, "stateRoot": hex::encode(root)})
             }
             SubnetRequest::Info => subnet.info().await.map_err(subnet_error)?.to_json(),
             SubnetRequest::Op { op, args } => {

@@ -99,11 +99,18 @@ pub async fn run(
                 arg(args, "key").ok_or("Usage: /get --key \"<key>\" [--confirmed true|false]")?;
             let confirmed = !matches!(arg(args, "confirmed").as_deref(), Some("false" | "0"))
                 && !args.contains_key("unconfirmed");
-            let value = handle.get(&key, confirmed).await.map_err(fail)?;
+            let (value, root) = handle.get(&key, confirmed).await.map_err(fail)?;
             let v = value.unwrap_or(Value::Null);
+            let root = hex::encode(root);
             Ok((
-                vec![v.to_string()],
-                json!({"key": key, "value": v, "confirmed": confirmed}),
+                vec![
+                    v.to_string(),
+                    format!(
+                        "(state root {root}, {})",
+                        if confirmed { "confirmed" } else { "tentative" }
+                    ),
+                ],
+                json!({"key": key, "value": v, "confirmed": confirmed, "stateRoot": root}),
             ))
         }
         "/tx" => {

@@ -206,7 +206,7 @@ type Reply<T> = oneshot::Sender<Result<T, SubnetError>>;
 enum Command {
     Submit(Body, Reply<Receipt>),
     Simulate(Body, Reply<Simulation>),
-    Get(String, bool, Reply<Option<Value>>),
+    Get(String, bool, Reply<(Option<Value>, [u8; 32])>),
     Read(String, Value, bool, Reply<Value>),
     Info(Reply<SubnetInfo>),
     Attach(Attachment),
@@ -278,8 +278,13 @@ impl SubnetHandle {
         self.call(|r| Command::Simulate(body, r)).await
     }
 
-    /// A contract key's value, from the confirmed or the tentative state.
-    pub async fn get(&self, key: &str, confirmed: bool) -> Result<Option<Value>, SubnetError> {
+    /// A contract key's value, from the confirmed or the tentative state, and the root of
+    /// the state it was read from.
+    pub async fn get(
+        &self,
+        key: &str,
+        confirmed: bool,
+    ) -> Result<(Option<Value>, [u8; 32]), SubnetError> {
         self.call(|r| Command::Get(key.to_owned(), confirmed, r))
             .await
     }
@@ -739,7 +744,12 @@ impl Service {
             }
             Command::Get(key, confirmed, reply) => {
                 let full = format!("{}{key}", crate::state::APP_PREFIX);
-                let _ = reply.send(Ok(self.engine.get(&full, confirmed)));
+                let root = if confirmed {
+                    self.engine.root()
+                } else {
+                    self.engine.tentative_root()
+                };
+                let _ = reply.send(Ok((self.engine.get(&full, confirmed), root)));
             }
             Command::Read(function, args, confirmed, reply) => {
                 let result = if confirmed {
