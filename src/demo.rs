@@ -32,6 +32,8 @@ pub struct DemoArgs {
 
 /// Bridge token of the demo peers (they listen on 127.0.0.1 only and live for seconds).
 const TOKEN: &str = "intercom-demo-token";
+/// The demo's subnet channel.
+const SUBNET: &str = "intercom-demo";
 /// DHT nodes besides the bootstrap node. Peers learn that they are reachable (and connect
 /// directly instead of holepunching) only from several nodes' answers.
 const DHT_NODES: usize = 3;
@@ -104,33 +106,41 @@ struct DemoPeer {
     proc: Proc,
     pubkey: String,
     bridge: String,
+    writer: String,
 }
 
 async fn start_peer(
     name: &'static str,
     stores: &Path,
     bootstrap: &str,
+    extra: &[&str],
 ) -> anyhow::Result<DemoPeer> {
     let stores = stores.to_string_lossy();
     let mut proc = Proc::spawn(
         name,
         &[
-            "run",
-            "--peer-stores-directory",
-            &stores,
-            "--peer-store-name",
-            name,
-            "--dht-bootstrap",
-            bootstrap,
-            "--sc-bridge",
-            "1",
-            "--sc-bridge-token",
-            TOKEN,
-            "--sc-bridge-port",
-            "0",
-        ],
+            &[
+                "run",
+                "--peer-stores-directory",
+                &stores,
+                "--peer-store-name",
+                name,
+                "--dht-bootstrap",
+                bootstrap,
+                "--sc-bridge",
+                "1",
+                "--sc-bridge-token",
+                TOKEN,
+                "--sc-bridge-port",
+                "0",
+                "--subnet-channel",
+                SUBNET,
+            ][..],
+            extra,
+        ]
+        .concat(),
     )?;
-    let (mut pubkey, mut bridge) = (None, None);
+    let (mut pubkey, mut bridge, mut writer) = (None, None, None);
     loop {
         let line = proc.next_line().await?;
         if let Some(k) = line.strip_prefix("Peer pubkey (hex): ") {
@@ -139,12 +149,16 @@ async fn start_peer(
         if let Some(b) = line.strip_prefix("SC-Bridge: ws://") {
             bridge = b.split_whitespace().next().map(str::to_owned);
         }
+        if let Some(w) = line.strip_prefix("Peer writer key (hex): ") {
+            writer = Some(w.trim().to_owned());
+        }
         if line == "Sidechannel: ready" {
             break;
         }
     }
     let pubkey = pubkey.with_context(|| format!("{name}'s banner has no public key"))?;
     let bridge = bridge.with_context(|| format!("{name}'s banner has no bridge address"))?;
+    let writer = writer.with_context(|| format!("{name}'s banner has no writer key"))?;
     println!("{name}: peer {pubkey}, SC-Bridge ws://{bridge}");
     proc.drain();
     Ok(DemoPeer {
@@ -152,6 +166,7 @@ async fn start_peer(
         proc,
         pubkey,
         bridge,
+        writer,
     })
 }
 
@@ -256,8 +271,15 @@ async fn run_in(args: &DemoArgs, stores: &Path) -> anyhow::Result<()> {
     println!("dht-node: bootstrap {bootstrap}");
 
     println!("== 2. two peers (intercom run) with SC-Bridges, on that DHT only");
-    let alice = start_peer("alice", stores, &bootstrap).await?;
-    let bob = start_peer("bob", stores, &bootstrap).await?;
+    // alice's writer log bootstraps the demo subnet; bob joins it.
+    let alice = start_peer("alice", stores, &bootstrap, &[]).await?;
+    let bob = start_peer(
+        "bob",
+        stores,
+        &bootstrap,
+        &["--subnet-bootstrap", &alice.writer],
+    )
+    .await?;
     let mut to_alice = Agent::connect(&alice).await?;
     let mut to_bob = Agent::connect(&bob).await?;
     println!("agents authenticated to both bridges");
@@ -305,11 +327,80 @@ async fn run_in(args: &DemoArgs, stores: &Path) -> anyhow::Result<()> {
         stats["connectionCount"], stats["channels"]
     );
 
-    println!("== 5. stopping every process");
+    println!("== 5. a shared subnet: alice admits bob, bob writes, alice reads it back");
+    subnet(&alice, &bob, &mut to_alice, &mut to_bob).await?;
+
+    println!("== 6. stopping every process");
     for p in [alice.proc, bob.proc].into_iter().chain(dht) {
         p.stop().await;
     }
-    println!("done: two peers found each other through a loopback DHT and exchanged signed messages over their SC-Bridges");
+    println!("done: two peers found each other through a loopback DHT, exchanged signed messages over their SC-Bridges and agreed on a subnet state");
+    Ok(())
+}
+
+/// alice (the subnet's bootstrap) names herself admin, enables transactions and admits
+/// bob; bob's agent writes a key; alice's agent reads it back; both show one state root.
+async fn subnet(
+    alice: &DemoPeer,
+    bob: &DemoPeer,
+    to_alice: &mut Agent,
+    to_bob: &mut Agent,
+) -> anyhow::Result<()> {
+    for op in [
+        json!({"type": "subnet_op", "op": "add_admin", "address": alice.pubkey}),
+        json!({"type": "subnet_op", "op": "enable_transactions"}),
+        json!({"type": "subnet_op", "op": "add_writer", "key": bob.writer}),
+    ] {
+        let r = to_alice.request(op).await?;
+        if r["type"] != "subnet_op_result" {
+            bail!("alice's subnet_op failed: {r}");
+        }
+        println!("alice's agent -> {} (entry {})", r["op"], r["seq"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while to_bob.request(json!({"type": "subnet"})).await?["isWriter"] != true {
+        wait_a_little(deadline, "bob's admission").await?;
+    }
+    println!("bob's agent: admitted as a writer of subnet {SUBNET}");
+    let tx = json!({"type": "tx", "command": {"op": "put", "key": "greeting", "value": "hello from bob"}});
+    let r = to_bob.request(tx).await?;
+    if r["appended"] != true {
+        bail!("bob's tx failed: {r}");
+    }
+    println!("bob's agent -> tx put greeting (entry {})", r["seq"]);
+    let alices = read_when_applied(to_alice, deadline).await?;
+    println!(
+        "alice's agent <- get kv/greeting = {} (state root {})",
+        alices["value"],
+        short(&alices["stateRoot"])
+    );
+    let bobs = read_when_applied(to_bob, deadline).await?;
+    if bobs["stateRoot"] != alices["stateRoot"] {
+        bail!("alice and bob disagree on the state root: {alices} vs {bobs}");
+    }
+    println!("bob's agent <- the same value and state root");
+    Ok(())
+}
+
+/// Polls `get kv/greeting` until it has a value.
+async fn read_when_applied(agent: &mut Agent, deadline: Instant) -> anyhow::Result<Value> {
+    loop {
+        let r = agent
+            .request(json!({"type": "get", "key": "kv/greeting"}))
+            .await?;
+        if !r["value"].is_null() {
+            return Ok(r);
+        }
+        wait_a_little(deadline, "the greeting's application").await?;
+    }
+}
+
+/// Sleeps 100 ms, or fails once `deadline` has passed.
+async fn wait_a_little(deadline: Instant, what: &str) -> anyhow::Result<()> {
+    if Instant::now() > deadline {
+        bail!("{what} did not happen in time");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 

@@ -56,7 +56,10 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
             let bootstrap = match subnet_bootstrap {
                 Some(hex) => intercom_subnet::apply::parse_key(&hex)
                     .context("--subnet-bootstrap must be 64 hex characters")?,
-                None => crate::run_cli::writer_keypair(kv.as_ref())?.public_key,
+                // The log key is the manifest hash of the writer key pair.
+                None => intercom_log::default_key(
+                    &crate::run_cli::writer_keypair(kv.as_ref())?.public_key,
+                ),
             };
             let config = intercom_subnet::EngineConfig {
                 channel: subnet_channel,

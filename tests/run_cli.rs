@@ -106,7 +106,7 @@ fn environment_and_flags() {
         c["scBridge"]["token"], "(set)",
         "the token is never printed"
     );
-    assert_eq!(c["notYetAvailable"][0]["flag"], "--subnet-channel");
+    assert_eq!(c["subnetChannel"], "app-v1");
 
     // Flags win over the environment; aliases work.
     let c = print_config(
@@ -188,7 +188,10 @@ fn every_skill_md_flag_is_accepted() {
     // (the local test network recipe).
     let other: Vec<&str> = intercom_peer::cli::COMMAND_FLAGS
         .iter()
+        .chain(intercom_subnet::commands::FLAGS)
         .copied()
+        // Fields of contract operations used as commands in SKILL.md's examples.
+        .chain(["--value", "--title"])
         .chain(["--release", "--workspace", "--bin", "--help"])
         .chain(["--host", "--port", "--bootstrap"])
         .collect();
@@ -490,11 +493,17 @@ async fn bridge_end_to_end() {
         .unwrap()
         .starts_with("welcome_b64: "));
     assert_eq!(r["result"]["payload"]["ownerPubKey"], peer.pubkey.as_str());
-    let r = ws
-        .req(json!({"type": "cli", "command": "/tx --command x"}))
-        .await;
+    let r = ws.req(json!({"type": "cli", "command": "/msb"})).await;
     assert_eq!(r["ok"], false);
     assert!(r["error"].as_str().unwrap().contains("not yet available"));
+    let r = ws
+        .req(json!({"type": "cli", "command": "/tx --command no_such_thing"}))
+        .await;
+    assert_eq!(r["ok"], false);
+    assert!(
+        r["error"].as_str().unwrap().contains("no_such_thing"),
+        "{r}"
+    );
 
     // Malformed input gets an error and the connection stays usable.
     ws.0.send(Message::text("{not json")).await.unwrap();

@@ -559,6 +559,25 @@ async fn bad_operations_are_refused_clearly_and_simulations_change_nothing() {
         a.req(json!({"type": "get", "key": "kv/a"})).await["value"],
         json!(1)
     );
+
+    // The state is a function of the logs: stop the peer, throw its state away and
+    // rebuild it from the writer log alone; the root comes back the same.
+    drop(a);
+    drop(admin);
+    let out = std::process::Command::new(sidechannel_support::BIN)
+        .current_dir(dir.path())
+        .args(["subnet", "rebuild", "--peer-store-name", "solo"])
+        .args(CHANNEL_ARGS)
+        .output()
+        .expect("run intercom subnet rebuild");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebuilt: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(rebuilt["stateRoot"], after, "{rebuilt}");
+    assert_eq!(rebuilt["unconfirmedLength"], 0, "{rebuilt}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

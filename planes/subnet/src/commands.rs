@@ -24,6 +24,27 @@ pub const MEMBERSHIP_COMMANDS: &[&str] = &[
     "/enable_transactions",
 ];
 
+/// The flags the subnet and built-in chat commands take.
+pub const FLAGS: &[&str] = &[
+    "--address",
+    "--key",
+    "--enabled",
+    "--command",
+    "--sim",
+    "--confirmed",
+    "--unconfirmed",
+    "--message",
+    "--reply_to",
+    "--nick",
+    "--user",
+    "--muted",
+    "--mod",
+    "--id",
+    "--pin",
+    "--pin_id",
+    "--status",
+];
+
 /// Help lines for the subnet commands.
 pub const HELP: &[&str] = &[
     "- Subnet Commands:",
