@@ -140,6 +140,8 @@ async fn slash_commands() {
     let r = gd.run("/sc_send --channel club").await;
     assert!(r.error.unwrap().starts_with("Usage: /sc_send"));
     let r = gd.run("/post --message hi").await;
+    assert!(r.error.unwrap().contains("no subnet plane"));
+    let r = gd.run("/msb").await;
     assert!(r.error.unwrap().contains("not yet available"));
     let r = gd.run("/sc_joinx").await;
     assert!(r.error.unwrap().starts_with("Unknown command"));
