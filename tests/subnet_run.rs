@@ -51,6 +51,7 @@ async fn wait_info(ws: &mut Ws, what: &str, mut done: impl FnMut(&Value) -> bool
 /// length, and returns the root and confirmed length.
 async fn converge(clients: &mut [&mut Ws]) -> (String, u64) {
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut previous = None;
     loop {
         let mut seen = Vec::new();
         for ws in clients.iter_mut() {
@@ -62,11 +63,13 @@ async fn converge(clients: &mut [&mut Ws]) -> (String, u64) {
             ));
         }
         // The last acknowledgements of indexers other than the bootstrap stay unconfirmed
-        // (acks never answer acks), so "settled" is: same root, same lengths everywhere.
-        let settled = seen.iter().all(|s| s == &seen[0]) && seen[0].2 <= 3;
-        if settled {
+        // (acks never answer acks), so "settled" is: same root and lengths everywhere,
+        // twice in a row.
+        let same = seen.iter().all(|s| s == &seen[0]);
+        if same && previous.as_ref() == Some(&seen[0]) {
             return (seen[0].0.clone(), seen[0].1);
         }
+        previous = same.then(|| seen[0].clone());
         assert!(
             Instant::now() < deadline,
             "subnet did not converge: {seen:?}"
@@ -425,6 +428,13 @@ async fn a_30s_partition_heals_to_one_state_and_confirmed_positions_never_change
         ("w2", s.writers[1].ws().await),
         ("reader", s.reader.ws().await),
     ];
+    // A full mesh first, so each half stays connected inside after the split.
+    for (name, ws) in clients.iter_mut() {
+        wait_info(ws, &format!("{name}'s three connections"), |v| {
+            v["connections"].as_u64() >= Some(3)
+        })
+        .await;
+    }
     let mut roots = RootLog::default();
     watch_roots(&mut clients, &mut roots, Duration::from_secs(2)).await;
     split(true);
