@@ -638,6 +638,19 @@ impl Service {
     }
 
     fn work(&mut self) {
+        self.apply_new();
+        self.admit_joiners();
+        self.schedule_ack();
+        if self.flush() {
+            // Take our own entries in before the next command: a client that heard its
+            // append acknowledged must find it in the (tentative) state.
+            self.apply_new();
+        }
+    }
+
+    /// Takes in new blocks of every log, applies what got confirmed (persisting it and
+    /// publishing events) and follows newly known writer logs.
+    fn apply_new(&mut self) {
         ingest(&mut self.engine, &self.logs);
         let step = self.engine.step();
         if !step.applied.is_empty() || !step.writes.is_empty() {
@@ -675,9 +688,6 @@ impl Service {
                 tracing::warn!(error = %e, "opening a writer log failed");
             }
         }
-        self.admit_joiners();
-        self.schedule_ack();
-        self.flush();
     }
 
     /// The bootstrap appends the join requests it holds once automatic joins are on.
@@ -1064,9 +1074,9 @@ impl Service {
 
     /// Appends everything queued in one synced write: as one entry (one block, one
     /// signature), or a few when more is queued than an entry may carry.
-    fn flush(&mut self) {
+    fn flush(&mut self) -> bool {
         if self.pending.is_empty() {
-            return;
+            return false;
         }
         let pending: Vec<Pending> = std::mem::take(&mut self.pending);
         let own_length = self.own.with(|r| r.log().length());
@@ -1113,6 +1123,7 @@ impl Service {
                         }));
                     }
                 }
+                true
             }
             Err(e) => {
                 let message = e.to_string();
@@ -1121,6 +1132,7 @@ impl Service {
                         let _ = reply.send(Err(SubnetError::Append(message.clone())));
                     }
                 }
+                false
             }
         }
     }
