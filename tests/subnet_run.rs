@@ -429,9 +429,20 @@ async fn a_30s_partition_heals_to_one_state_and_confirmed_positions_never_change
         ("reader", s.reader.ws().await),
     ];
     // A full mesh first, so each half stays connected inside after the split.
+    let everyone = [
+        s.admin.pubkey.clone(),
+        s.writers[0].pubkey.clone(),
+        s.writers[1].pubkey.clone(),
+        s.reader.pubkey.clone(),
+    ];
     for (name, ws) in clients.iter_mut() {
-        wait_info(ws, &format!("{name}'s three connections"), |v| {
-            v["connections"].as_u64() >= Some(3)
+        let me = info(ws).await["address"].as_str().unwrap().to_owned();
+        wait_info(ws, &format!("{name} connected to all three others"), |v| {
+            let remotes = v["remotes"].as_array().cloned().unwrap_or_default();
+            everyone
+                .iter()
+                .filter(|k| **k != me)
+                .all(|k| remotes.contains(&json!(k)))
         })
         .await;
     }

@@ -19,6 +19,8 @@ use crate::LogError;
 
 /// Messages queued for one peer before it is considered stuck and dropped.
 const SEND_QUEUE: usize = 4096;
+/// How often each replication advances its replica's clock (request timeouts).
+const CLOCK_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 struct State {
     replica: Replica,
@@ -133,12 +135,19 @@ impl SharedReplica {
         });
 
         tokio::pin!(stop);
+        // The replica's clock: requests to peers that stopped answering time out.
+        let mut clock = tokio::time::interval(CLOCK_PERIOD);
         loop {
             let event = tokio::select! {
                 event = channel.recv() => match event {
                     Some(event) => event,
                     None => break,
                 },
+                _ = clock.tick() => {
+                    let now = tokio::time::Instant::now().into_std();
+                    let _ = self.feed(|r| Ok(r.tick(now)));
+                    continue;
+                }
                 _ = &mut stop => break,
             };
             let result = match event {

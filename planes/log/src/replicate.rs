@@ -20,6 +20,7 @@
 //! seeks get `noData`, pushes are ignored, reorgs are refused as bad data.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use crate::bitfield::Bitfield;
 use crate::tree::{IndexedProof, Proof, ProofRequest, UpgradeProof};
@@ -66,6 +67,9 @@ pub struct ReplicaConfig {
     /// Request no blocks until this many peers are open and synced (then go on with
     /// whoever is there), so a download spreads over several sources from the start.
     pub min_peers: usize,
+    /// A request unanswered this long is given up and asked of another peer; the silent
+    /// peer gets no requests for as long again. Enforced by [`Replica::tick`].
+    pub request_timeout: Duration,
 }
 
 impl Default for ReplicaConfig {
@@ -74,6 +78,7 @@ impl Default for ReplicaConfig {
             max_inflight: 64,
             download: true,
             min_peers: 1,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -141,6 +146,8 @@ pub struct ReplicaStats {
     pub sources: u64,
     /// Peer channels dropped for data that did not verify.
     pub bad_peers: u64,
+    /// Requests given up after `request_timeout`.
+    pub request_timeouts: u64,
 }
 
 /// One request we sent and wait an answer for.
@@ -148,6 +155,8 @@ pub struct ReplicaStats {
 struct Inflight {
     block: Option<u64>,
     upgrade: bool,
+    /// When it was sent, as the replica's clock knew it (`None` until the first tick).
+    sent: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -161,6 +170,8 @@ struct Peer {
     wanted_batches: u64,
     /// Our length when we last sent `sync`.
     synced_length: Option<u64>,
+    /// No requests go to this peer before then (it let one time out).
+    stalled_until: Option<Instant>,
 }
 
 /// A log and the replication state of its peers.
@@ -178,6 +189,14 @@ pub struct Replica {
     /// Block requests have started (the `min_peers` gate is passed).
     downloading: bool,
     stats: ReplicaStats,
+    /// The time of the last [`Replica::tick`].
+    clock: Option<Instant>,
+}
+
+impl Peer {
+    fn is_stalled(&self, now: Option<Instant>) -> bool {
+        matches!((self.stalled_until, now), (Some(until), Some(now)) if now < until)
+    }
 }
 
 impl Replica {
@@ -193,6 +212,7 @@ impl Replica {
             upgrade_inflight: None,
             downloading: false,
             stats: ReplicaStats::default(),
+            clock: None,
         }
     }
 
@@ -247,6 +267,7 @@ impl Replica {
                 blocks_delivered: 0,
                 wanted_batches: 0,
                 synced_length: None,
+                stalled_until: None,
             },
         );
         let handshake = Handshake {
@@ -516,6 +537,38 @@ impl Replica {
         Ok(())
     }
 
+    /// Advances the replica's clock to `now`: requests unanswered for `request_timeout`
+    /// are given up (an answer arriving later is ignored), their peer gets no requests
+    /// for as long again, and what they asked for is asked of others.
+    pub fn tick(&mut self, now: Instant) -> Outgoing {
+        self.clock = Some(now);
+        let timeout = self.config.request_timeout;
+        let mut expired: Vec<(PeerId, u64)> = Vec::new();
+        for (&peer, p) in self.peers.iter_mut() {
+            for (&id, req) in p.inflight.iter_mut() {
+                match req.sent {
+                    // Sent before the clock started: its time starts now.
+                    None => req.sent = Some(now),
+                    Some(sent) if now.saturating_duration_since(sent) >= timeout => {
+                        expired.push((peer, id));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (peer, id) in expired {
+            if let Ok(Some(_)) = self.take_inflight(peer, id) {
+                self.stats.request_timeouts += 1;
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.stalled_until = Some(now + timeout);
+                }
+            }
+        }
+        let mut out = Outgoing::new();
+        self.schedule(&mut out);
+        out
+    }
+
     /// Removes our request `id` to `peer` from the books (it was answered).
     fn take_inflight(&mut self, peer: PeerId, id: u64) -> Result<Option<Inflight>, PeerError> {
         let Some(req) = self.peer_mut(peer)?.inflight.remove(&id) else {
@@ -610,6 +663,7 @@ impl Replica {
                 .iter()
                 .filter(|(_, p)| {
                     p.opened
+                        && !p.is_stalled(self.clock)
                         && p.remote.synced
                         && p.remote.can_upgrade
                         && p.remote.length > length
@@ -626,6 +680,7 @@ impl Replica {
                     Inflight {
                         block: None,
                         upgrade: true,
+                        sent: self.clock,
                     },
                 );
                 self.upgrade_inflight = Some(peer);
@@ -663,7 +718,10 @@ impl Replica {
             let mut cursor = self.log.contiguous_length();
             loop {
                 let p = &self.peers[&peer];
-                if p.inflight.len() >= self.config.max_inflight || p.remote.fork != fork {
+                if p.inflight.len() >= self.config.max_inflight
+                    || p.remote.fork != fork
+                    || p.is_stalled(self.clock)
+                {
                     break;
                 }
                 let Some(block) = self.next_wanted(peer, cursor, length) else {
@@ -677,6 +735,7 @@ impl Replica {
                     Inflight {
                         block: Some(block),
                         upgrade: false,
+                        sent: self.clock,
                     },
                 );
                 self.block_inflight.insert(block, peer);

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use intercom_crypto::KeyPair;
 use intercom_log::replicate::PROTOCOL;
-use intercom_log::wire::{Data, DataBlock, Handshake, Message, Request, RequestUpgrade};
+use intercom_log::wire::{
+    Data, DataBlock, Handshake, Message, Range, Request, RequestUpgrade, Synchronize,
+};
 use intercom_log::{caps, Log, Replica, ReplicaConfig, SharedReplica};
 use intercom_protomux::{memory_pair, ChannelEvent, ChannelOptions, Mux, MuxConfig};
 use intercom_stores::{Batch, KvStore, MemoryStore};
@@ -261,4 +263,48 @@ async fn many_logs_over_one_connection() {
     complete(&x_b, 3).await;
     complete(&y_a, 301).await;
     assert_eq!(x_b.with(|r| r.log().get(2).unwrap()).unwrap(), b"b2");
+}
+
+#[tokio::test]
+async fn a_silent_peer_does_not_stall_the_download() {
+    let (_, log) = writer(300);
+    let key = *log.key();
+    let w = shared(log, ReplicaConfig::default());
+    let config = ReplicaConfig {
+        request_timeout: Duration::from_millis(300),
+        ..ReplicaConfig::default()
+    };
+    let r = reader_of(key, config);
+    // The silent peer claims the whole log first (so it is asked for the upgrade and for
+    // blocks), then never answers.
+    let (_silent_mux, silent) = raw_peer(&r, key).await;
+    for m in [
+        Message::Sync(Synchronize {
+            fork: 0,
+            length: 300,
+            remote_length: 0,
+            can_upgrade: true,
+            uploading: true,
+            downloading: false,
+            has_manifest: true,
+            allow_push: false,
+        }),
+        Message::Range(Range {
+            drop: false,
+            start: 0,
+            length: 300,
+        }),
+    ] {
+        let (t, p) = m.encode();
+        silent.send(t, &p).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A good source joins later; the requests stuck at the silent peer time out and go
+    // to it.
+    let _conn = connect(&w, &r);
+    complete(&r, 300).await;
+    assert!(
+        r.with(|r| r.stats().request_timeouts) > 0,
+        "the silent peer's requests timed out"
+    );
 }

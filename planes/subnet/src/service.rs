@@ -167,6 +167,8 @@ pub struct SubnetInfo {
     pub state_root: [u8; 32],
     /// Connections the logs replicate on.
     pub connections: usize,
+    /// The distinct peers (keys, hex) those connections lead to.
+    pub remotes: Vec<String>,
     /// True once the admin enabled transactions.
     pub transactions_enabled: bool,
     /// True when join requests are honoured.
@@ -194,6 +196,7 @@ impl SubnetInfo {
             "logs": self.logs.iter().map(|(k, n)| json!({"key": k, "length": n})).collect::<Vec<_>>(),
             "stateRoot": hex::encode(self.state_root),
             "connections": self.connections,
+            "remotes": self.remotes,
             "transactionsEnabled": self.transactions_enabled,
             "autoAddWriters": self.auto_add_writers,
             "contract": self.contract,
@@ -860,6 +863,17 @@ impl Service {
                 .collect(),
             state_root: root,
             connections: self.conns.values().filter(|c| !c.mux.is_closed()).count(),
+            remotes: {
+                let mut r: Vec<String> = self
+                    .conns
+                    .values()
+                    .filter(|c| !c.mux.is_closed())
+                    .map(|c| hex::encode(c.remote))
+                    .collect();
+                r.sort();
+                r.dedup();
+                r
+            },
             transactions_enabled: members.transactions_enabled(),
             auto_add_writers: members.auto_add_writers(),
             contract: self.config.contract.name().to_owned(),
