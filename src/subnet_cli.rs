@@ -76,7 +76,7 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
                 json!({
                     "rebuilt": true,
                     "confirmedLength": lin.confirmed_len(),
-                    "unconfirmedLength": lin.unconfirmed().len(),
+                    "unconfirmedLength": lin.unconfirmed_len(),
                     "waiting": lin.waiting(),
                     "writers": lin.keys().len(),
                     "stateKeys": engine.state().entries.len(),

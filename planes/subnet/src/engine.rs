@@ -237,9 +237,7 @@ impl Engine {
         body: &Body,
         timestamp: u64,
     ) -> (Outcome, BTreeMap<String, Option<Value>>) {
-        let tentative = self.tentative_writes();
-        let mut base = StagedState::new(&self.state);
-        base.merge(tentative);
+        let mut base = self.tentative_state();
         if Members(&base).author_of(writer).is_none() {
             // A log that has not written yet would bind its author first.
             use intercom_contracts::StateWrite;
@@ -249,7 +247,7 @@ impl Engine {
             );
         }
         let mut overlay = StagedState::new(&base);
-        let position = self.linearizer.confirmed_len() + self.linearizer.unconfirmed().len() as u64;
+        let position = self.linearizer.confirmed_len() + self.linearizer.unconfirmed_len();
         let seq = self.linearizer.pushed(writer);
         let rules = Rules {
             channel: &self.config.channel,
@@ -266,15 +264,28 @@ impl Engine {
         (outcome, overlay.into_writes())
     }
 
-    /// The value under a full state key (`app/...` or `subnet/...`), confirmed or tentative.
-    pub fn get(&self, key: &str, confirmed: bool) -> Option<Value> {
+    /// The confirmed state with the unconfirmed entries applied on top, in their
+    /// tentative order.
+    pub fn tentative_state(&self) -> StagedState<'_> {
+        let mut state = StagedState::new(&self.state);
+        state.merge(self.tentative_writes());
+        state
+    }
+
+    /// The value under a full state key (`app/...` or `subnet/...`) and the root of the
+    /// state it was read from: the confirmed state, or the tentative one.
+    pub fn read(&mut self, key: &str, confirmed: bool) -> (Option<Value>, [u8; 32]) {
         if confirmed {
-            return self.state.get(key);
+            return (self.state.get(key), self.root());
         }
-        match self.tentative_writes().remove(key) {
-            Some(v) => v,
+        let writes = self.tentative_writes();
+        let value = match writes.get(key) {
+            Some(v) => v.clone(),
             None => self.state.get(key),
-        }
+        };
+        let mut state = self.state.clone();
+        state.commit(writes);
+        (value, state_root(&state))
     }
 
     /// The confirmed state.
@@ -285,13 +296,6 @@ impl Engine {
     /// The confirmed state's root.
     pub fn root(&mut self) -> [u8; 32] {
         *self.root.get_or_insert_with(|| state_root(&self.state))
-    }
-
-    /// The root the state would have with the unconfirmed entries applied.
-    pub fn tentative_root(&self) -> [u8; 32] {
-        let mut state = self.state.clone();
-        state.commit(self.tentative_writes());
-        state_root(&state)
     }
 
     /// How much of `writer`'s log is ready up to and including its newest non-ack entry.

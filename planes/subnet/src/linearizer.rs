@@ -352,6 +352,13 @@ impl Linearizer {
             .map_or(0, |i| self.writers[i as usize].ready)
     }
 
+    /// How many entries [`Linearizer::unconfirmed`] would list (without ordering them).
+    pub fn unconfirmed_len(&self) -> u64 {
+        let pending: u64 = self.pending.iter().map(|b| b.entries.len() as u64).sum();
+        let tail: u64 = self.writers.iter().map(|w| w.ready - w.sequenced).sum();
+        pending + tail
+    }
+
     /// Lengths of every log's ready prefix (what a new entry's author has seen).
     pub fn ready_lengths(&self) -> Vec<(Key, u64)> {
         self.keys
@@ -391,6 +398,7 @@ mod tests {
         l.advance();
         assert!(l.confirmable(&[B]).is_none());
         assert_eq!(ids(&l, &l.unconfirmed()), [(1, 0), (2, 0), (2, 1)]);
+        assert_eq!(l.unconfirmed_len(), 3);
         l.push(&B, 0, &[(Y, 2)]).unwrap();
         l.advance();
         let batch = l.confirmable(&[B]).unwrap().clone();

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercom_contracts::{Contract, MemoryState, StagedState, Value};
+use intercom_contracts::{Contract, MemoryState, Value};
 use intercom_crypto::KeyPair;
 use intercom_log::{Log, Replica, ReplicaConfig, SharedReplica};
 use intercom_protomux::Mux;
@@ -757,21 +757,15 @@ impl Service {
             }
             Command::Get(key, confirmed, reply) => {
                 let full = format!("{}{key}", crate::state::APP_PREFIX);
-                let root = if confirmed {
-                    self.engine.root()
-                } else {
-                    self.engine.tentative_root()
-                };
-                let _ = reply.send(Ok((self.engine.get(&full, confirmed), root)));
+                let _ = reply.send(Ok(self.engine.read(&full, confirmed)));
             }
             Command::Read(function, args, confirmed, reply) => {
                 let result = if confirmed {
                     let view = AppView::new(self.engine.state());
                     self.config.contract.read(&function, &args, &view)
                 } else {
-                    let mut overlay = StagedState::new(self.engine.state());
-                    overlay.merge(self.engine.tentative_writes());
-                    let view = AppView::new(&overlay);
+                    let tentative = self.engine.tentative_state();
+                    let view = AppView::new(&tentative);
                     self.config.contract.read(&function, &args, &view)
                 };
                 let _ = reply.send(result.map_err(SubnetError::Contract));
@@ -827,9 +821,7 @@ impl Service {
         if allowed(&Members(self.engine.state())).is_ok() {
             return Ok(());
         }
-        let mut tentative = StagedState::new(self.engine.state());
-        tentative.merge(self.engine.tentative_writes());
-        allowed(&Members(&tentative))
+        allowed(&Members(&self.engine.tentative_state()))
     }
 
     fn info(&mut self) -> SubnetInfo {
@@ -854,7 +846,7 @@ impl Service {
             is_writer: members.is_writer(&bootstrap, &self.own_key),
             is_indexer: members.is_indexer(&bootstrap, &self.own_key),
             confirmed_length: lin.confirmed_len(),
-            unconfirmed_length: lin.unconfirmed().len() as u64,
+            unconfirmed_length: lin.unconfirmed_len(),
             waiting: lin.waiting(),
             logs: self
                 .logs
