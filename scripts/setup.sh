@@ -8,9 +8,12 @@ intercom_setup() {
   command -v cc >/dev/null || missing+=(gcc)
   command -v g++ >/dev/null || missing+=(g++)
   command -v make >/dev/null || missing+=(make)
-  # RocksDB's bindings are generated with bindgen, which needs libclang.
+  # RocksDB's bindings are generated with bindgen, which loads libclang through the
+  # unversioned libclang.so / libclang-N.so names that only libclang-dev installs (clang
+  # alone brings libclang.so.1, which bindgen does not look for).
   command -v clang >/dev/null || missing+=(clang)
-  ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+  compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null ||
+    compgen -G '/usr/lib/x86_64-linux-gnu/libclang-*.so' >/dev/null || missing+=(libclang-dev)
   if [ "${1:-}" = "--tests" ]; then
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
