@@ -218,8 +218,11 @@ async fn run(
 /// scratch: (seconds, entries in the order).
 fn rebuild_time(dir: &std::path::Path, per_entry: usize) -> (f64, u64) {
     let kv: Arc<dyn intercom_stores::KvStore> = Arc::new(
-        intercom_stores::RocksStore::open(&dir.join(format!("rebuild-{per_entry}")))
-            .expect("rocksdb"),
+        intercom_stores::RocksStore::open(
+            &dir.join(format!("rebuild-{per_entry}")),
+            intercom_stores::Durability::Process,
+        )
+        .expect("rocksdb"),
     );
     let identity = KeyPair::from_seed(&[7; 32]);
     let writer = KeyPair::from_seed(&[8; 32]);

@@ -14,7 +14,7 @@ use intercom_crypto::KeyPair;
 use intercom_hyperdht::HyperDhtConfig;
 use intercom_log::{names, Log, Replica, ReplicaConfig, SharedReplica};
 use intercom_protomux::{Mux, MuxConfig};
-use intercom_stores::{KvStore, MemoryStore, PeerStore};
+use intercom_stores::{Durability, KvStore, MemoryStore, PeerStore};
 use intercom_swarm::{JoinOptions, Swarm, SwarmConfig};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -55,6 +55,19 @@ struct StoreArgs {
     /// Directory holding the peer stores.
     #[arg(long, env = "PEER_STORES_DIRECTORY", default_value = "stores")]
     stores_dir: PathBuf,
+    /// Sync every append to disk before acknowledging it (as `intercom run --peer-store-sync`).
+    #[arg(long, env = "PEER_STORE_SYNC")]
+    store_sync: bool,
+}
+
+impl StoreArgs {
+    fn durability(&self) -> Durability {
+        if self.store_sync {
+            Durability::PowerLoss
+        } else {
+            Durability::Process
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,7 +186,7 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
 }
 
 fn open_store(args: &StoreArgs) -> anyhow::Result<PeerStore> {
-    PeerStore::open(&args.stores_dir, &args.store)
+    PeerStore::open(&args.stores_dir, &args.store, args.durability())
         .with_context(|| format!("opening peer store {:?}", args.store))
 }
 
@@ -397,7 +410,7 @@ async fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
     let key = hex32("key", &args.key)?;
     let (_store, kv): (Option<PeerStore>, Arc<dyn KvStore>) = match &args.store {
         Some(name) => {
-            let store = PeerStore::open(&args.stores_dir, name)
+            let store = PeerStore::open(&args.stores_dir, name, Durability::Process)
                 .with_context(|| format!("opening peer store {name:?}"))?;
             let kv = store.shared_kv();
             (Some(store), kv)

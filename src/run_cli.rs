@@ -26,7 +26,7 @@ use intercom_sidechannel::args::{
     ArgError,
 };
 use intercom_sidechannel::{SidechannelConfig, ENTRY_CHANNEL};
-use intercom_stores::{Decisions, PeerStore};
+use intercom_stores::{Decisions, Durability, PeerStore};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -63,6 +63,12 @@ pub struct RunArgs {
         default_value = "stores"
     )]
     pub peer_stores_directory: PathBuf,
+
+    /// Sync every acknowledged store write (log appends, subnet state) to disk before
+    /// acknowledging it: survives a power cut, at ~0.2 ms per write. Off: acknowledged writes
+    /// survive a crash of the process and reach the disk within 100 ms [default: 0]
+    #[arg(long, value_name = BOOL, env = "PEER_STORE_SYNC", num_args = 0..=1, default_missing_value = "1")]
+    pub peer_store_sync: Option<String>,
 
     /// HyperDHT bootstrap nodes of the peer's swarm, HOST:PORT[,HOST:PORT...] (env also
     /// DHT_BOOTSTRAP) [default: the public HyperDHT bootstrap nodes]
@@ -366,6 +372,7 @@ pub struct BridgeSettings {
 pub struct Settings {
     pub store_name: String,
     pub stores_dir: PathBuf,
+    pub store_durability: Durability,
     pub dht_bootstrap: Option<Vec<String>>,
     pub sidechannel: SidechannelConfig,
     /// Flags given now for the persisted first-run decisions.
@@ -571,6 +578,11 @@ impl RunArgs {
         Ok(Settings {
             store_name,
             stores_dir: self.peer_stores_directory.clone(),
+            store_durability: if b(&self.peer_store_sync, false) {
+                Durability::PowerLoss
+            } else {
+                Durability::Process
+            },
             dht_bootstrap,
             sidechannel: sc,
             decisions,
@@ -626,6 +638,7 @@ impl Settings {
         json!({
             "peerStoreName": self.store_name,
             "peerStore": self.stores_dir.join(&self.store_name),
+            "peerStoreSync": self.store_durability == Durability::PowerLoss,
             "peerDhtBootstrap": self.dht_bootstrap,
             "subnetChannel": self.subnet_channel,
             "subnetBootstrap": self.subnet_bootstrap.map(hex::encode),
@@ -716,7 +729,11 @@ pub async fn run(
     init_logging(&settings);
 
     // The store comes first: a second process on the same store stops here.
-    let store = PeerStore::open(&settings.stores_dir, &settings.store_name)?;
+    let store = PeerStore::open(
+        &settings.stores_dir,
+        &settings.store_name,
+        settings.store_durability,
+    )?;
     let decisions = store
         .settle_decisions(settings.decisions.clone())
         .context("saving the first-run decisions")?;

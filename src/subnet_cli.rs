@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use intercom_contracts::Contract;
-use intercom_stores::{KvStore, PeerStore};
+use intercom_stores::{Durability, KvStore, PeerStore};
 use serde_json::json;
 
 /// `intercom subnet ...`
@@ -51,7 +51,12 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
             subnet_channel,
             subnet_bootstrap,
         } => {
-            let store = PeerStore::open(&peer_stores_directory, &peer_store_name)?;
+            // A rebuild rewrites derived state only: the log entries it reads are untouched.
+            let store = PeerStore::open(
+                &peer_stores_directory,
+                &peer_store_name,
+                Durability::Process,
+            )?;
             let kv: Arc<dyn KvStore> = store.shared_kv();
             let bootstrap = match subnet_bootstrap {
                 Some(hex) => intercom_subnet::apply::parse_key(&hex)

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use intercom_stores::{Batch, KvStore, RocksStore};
+use intercom_stores::{Batch, Durability, KvStore, RocksStore};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
@@ -230,7 +230,11 @@ async fn two_sources_and_a_tampered_block() {
     // blocks the reader asks it for, some are bad), then serve it again.
     {
         let dk = hex::decode(info_field(dir.path(), "writer", "discoveryKey")).unwrap();
-        let kv = RocksStore::open(&dir.path().join("stores/writer/db/state")).unwrap();
+        let kv = RocksStore::open(
+            &dir.path().join("stores/writer/db/state"),
+            Durability::Process,
+        )
+        .unwrap();
         let mut batch = Batch::default();
         for block in (50..ENTRIES as u64).step_by(100) {
             let mut k = b"log/".to_vec();

@@ -45,22 +45,98 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 pub trait KvStore: Send + Sync {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Applies `batch` atomically; with `sync` it is on stable storage when this returns.
-    fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError>;
+    /// Applies `batch` atomically. A `durable` write is one the caller acknowledges to
+    /// others: when this returns it survives a crash of the process, and a power cut as far
+    /// as the store's [`Durability`] promises.
+    fn write(&self, batch: Batch, durable: bool) -> Result<(), StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
 }
 
+/// What an acknowledged (durable) write survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// A crash of the process: the write-ahead log is handed to the kernel before the write
+    /// returns. A background thread syncs the log to disk every [`WAL_SYNC_INTERVAL`] while
+    /// writes arrive (and on close), so a power cut or kernel crash loses at most that much,
+    /// always a consistent prefix. JS hypercore 11 acknowledges appends the same way, without
+    /// the periodic sync.
+    #[default]
+    Process,
+    /// A power cut too: every durable write is fsynced before it returns (about 0.2 ms per
+    /// write on the reference machine; concurrent writers do not share syncs).
+    PowerLoss,
+}
+
+/// How often [`Durability::Process`] syncs the write-ahead log while writes arrive.
+pub const WAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// RocksDB-backed storage (one database per peer store).
 #[cfg(feature = "rocksdb")]
 pub struct RocksStore {
-    db: rocksdb::DB,
+    db: std::sync::Arc<rocksdb::DB>,
+    durability: Durability,
+    wal_syncer: Option<WalSyncer>,
+}
+
+/// The background thread of [`Durability::Process`]: syncs the write-ahead log when durable
+/// writes arrived since the last sync, and once more when the store closes.
+#[cfg(feature = "rocksdb")]
+struct WalSyncer {
+    unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "rocksdb")]
+impl WalSyncer {
+    fn start(db: std::sync::Arc<rocksdb::DB>) -> Result<WalSyncer, StoreError> {
+        use std::sync::atomic::Ordering;
+        use std::sync::mpsc::RecvTimeoutError;
+        let unsynced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let flag = unsynced.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-wal-sync".into())
+            .spawn(move || loop {
+                let closing = !matches!(
+                    stopped.recv_timeout(WAL_SYNC_INTERVAL),
+                    Err(RecvTimeoutError::Timeout)
+                );
+                if flag.swap(false, Ordering::AcqRel) {
+                    if let Err(e) = db.flush_wal(true) {
+                        tracing::warn!(error = %e, "syncing the store's write-ahead log");
+                    }
+                }
+                if closing {
+                    return;
+                }
+            })
+            .map_err(|e| StoreError::Db(format!("starting the write-ahead log syncer: {e}")))?;
+        Ok(WalSyncer {
+            unsynced,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+impl Drop for WalSyncer {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread for its last sync; joining it releases its
+        // handle on the database before the store drops its own (and the lock with it).
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 #[cfg(feature = "rocksdb")]
 impl RocksStore {
     /// Opens or creates the database at `path`. Fails if another process holds it.
-    pub fn open(path: &Path) -> Result<RocksStore, StoreError> {
+    pub fn open(path: &Path, durability: Durability) -> Result<RocksStore, StoreError> {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         // Small, mostly idle databases: keep the memory footprint low.
@@ -69,7 +145,21 @@ impl RocksStore {
         opts.set_max_open_files(64);
         opts.set_keep_log_file_num(2);
         let db = rocksdb::DB::open(&opts, path).map_err(|e| StoreError::Db(e.into_string()))?;
-        Ok(RocksStore { db })
+        let db = std::sync::Arc::new(db);
+        let wal_syncer = match durability {
+            Durability::Process => Some(WalSyncer::start(db.clone())?),
+            Durability::PowerLoss => None,
+        };
+        Ok(RocksStore {
+            db,
+            durability,
+            wal_syncer,
+        })
+    }
+
+    /// What acknowledged writes survive.
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 }
 
@@ -81,7 +171,7 @@ impl KvStore for RocksStore {
             .map_err(|e| StoreError::Db(e.into_string()))
     }
 
-    fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError> {
+    fn write(&self, batch: Batch, durable: bool) -> Result<(), StoreError> {
         let mut wb = rocksdb::WriteBatch::default();
         for (k, v) in &batch.ops {
             match v {
@@ -89,11 +179,21 @@ impl KvStore for RocksStore {
                 None => wb.delete(k),
             }
         }
+        // Either way the write-ahead log reaches the kernel before write_opt returns (RocksDB
+        // writes it unbuffered unless manual_wal_flush is set, which it is not).
         let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(sync);
+        wo.set_sync(durable && self.durability == Durability::PowerLoss);
         self.db
             .write_opt(wb, &wo)
-            .map_err(|e| StoreError::Db(e.into_string()))
+            .map_err(|e| StoreError::Db(e.into_string()))?;
+        if durable {
+            if let Some(syncer) = &self.wal_syncer {
+                syncer
+                    .unsynced
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        Ok(())
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError> {
@@ -132,7 +232,7 @@ impl KvStore for MemoryStore {
         Ok(self.map().get(key).cloned())
     }
 
-    fn write(&self, batch: Batch, _sync: bool) -> Result<(), StoreError> {
+    fn write(&self, batch: Batch, _durable: bool) -> Result<(), StoreError> {
         let mut map = self.map();
         for (k, v) in batch.ops {
             match v {
@@ -178,6 +278,29 @@ mod tests {
     fn memory_and_rocks_behave_alike() {
         exercise(&MemoryStore::default());
         let dir = tempfile::tempdir().unwrap();
-        exercise(&RocksStore::open(dir.path()).unwrap());
+        exercise(&RocksStore::open(dir.path(), Durability::Process).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&RocksStore::open(dir.path(), Durability::PowerLoss).unwrap());
+    }
+
+    #[test]
+    fn closing_a_store_releases_it_and_keeps_its_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..3u8 {
+            let store = RocksStore::open(dir.path(), Durability::Process).unwrap();
+            if round > 0 {
+                assert_eq!(store.get(&[round - 1]).unwrap(), Some(vec![round - 1]));
+            }
+            let mut b = Batch::default();
+            b.put(&[round], &[round]);
+            store.write(b, true).unwrap();
+            // Let the syncer run once with something to sync, then close mid-interval.
+            std::thread::sleep(WAL_SYNC_INTERVAL + WAL_SYNC_INTERVAL / 2);
+            let mut b = Batch::default();
+            b.put(b"last", &[round]);
+            store.write(b, true).unwrap();
+        }
+        let store = RocksStore::open(dir.path(), Durability::Process).unwrap();
+        assert_eq!(store.get(b"last").unwrap(), Some(vec![2]));
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "rocksdb")]
 pub use kv::RocksStore;
-pub use kv::{Batch, Entries, KvStore, MemoryStore};
+pub use kv::{Batch, Durability, Entries, KvStore, MemoryStore, WAL_SYNC_INTERVAL};
 #[cfg(feature = "rocksdb")]
 pub use peer_store::{validate_name, PeerStore};
 
@@ -145,11 +145,11 @@ mod tests {
     #[test]
     fn identity_is_created_once_and_reused() {
         let root = tempfile::tempdir().unwrap();
-        let first = PeerStore::open(root.path(), "alice").unwrap();
+        let first = PeerStore::open(root.path(), "alice", Durability::Process).unwrap();
         assert!(first.is_new());
         let key = first.keypair().public_key;
         drop(first);
-        let again = PeerStore::open(root.path(), "alice").unwrap();
+        let again = PeerStore::open(root.path(), "alice", Durability::Process).unwrap();
         assert!(!again.is_new());
         assert_eq!(again.keypair().public_key, key);
     }
@@ -157,8 +157,8 @@ mod tests {
     #[test]
     fn a_second_open_of_the_same_store_is_refused() {
         let root = tempfile::tempdir().unwrap();
-        let _held = PeerStore::open(root.path(), "bob").unwrap();
-        let err = PeerStore::open(root.path(), "bob").unwrap_err();
+        let _held = PeerStore::open(root.path(), "bob", Durability::Process).unwrap();
+        let err = PeerStore::open(root.path(), "bob", Durability::Process).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
         assert!(err.to_string().contains("in use by another process"));
     }
@@ -168,7 +168,7 @@ mod tests {
     fn key_material_is_owner_only() {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
-        let store = PeerStore::open(root.path(), "carol").unwrap();
+        let store = PeerStore::open(root.path(), "carol", Durability::Process).unwrap();
         let key = store.dir().join("db/keypair.json");
         assert_eq!(
             fs::metadata(&key).unwrap().permissions().mode() & 0o777,
@@ -181,7 +181,7 @@ mod tests {
         drop(store);
         // Loosened permissions are tightened again on the next open.
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-        let _store = PeerStore::open(root.path(), "carol").unwrap();
+        let _store = PeerStore::open(root.path(), "carol", Durability::Process).unwrap();
         assert_eq!(
             fs::metadata(&key).unwrap().permissions().mode() & 0o777,
             0o600
@@ -194,24 +194,24 @@ mod tests {
         for name in ["", "../x", "a/b", "src", ".hidden", "tests"] {
             assert!(
                 matches!(
-                    PeerStore::open(root.path(), name),
+                    PeerStore::open(root.path(), name, Durability::Process),
                     Err(StoreError::InvalidName(_))
                 ),
                 "{name}"
             );
         }
-        let store = PeerStore::open(root.path(), "dave").unwrap();
+        let store = PeerStore::open(root.path(), "dave", Durability::Process).unwrap();
         let key = store.dir().join("db/keypair.json");
         drop(store);
         fs::write(&key, b"{\"publicKey\":\"00\",\"secretKey\":\"zz\"}").unwrap();
-        let err = PeerStore::open(root.path(), "dave").unwrap_err();
+        let err = PeerStore::open(root.path(), "dave", Durability::Process).unwrap_err();
         assert!(matches!(err, StoreError::BadKeyFile { .. }), "{err}");
     }
 
     #[test]
     fn decisions_persist_and_flags_override() {
         let root = tempfile::tempdir().unwrap();
-        let store = PeerStore::open(root.path(), "erin").unwrap();
+        let store = PeerStore::open(root.path(), "erin", Durability::Process).unwrap();
         assert_eq!(store.decisions().unwrap(), Decisions::default());
         let first = Decisions {
             relay: Some(false),
@@ -220,7 +220,7 @@ mod tests {
         };
         store.settle_decisions(first).unwrap();
         drop(store);
-        let store = PeerStore::open(root.path(), "erin").unwrap();
+        let store = PeerStore::open(root.path(), "erin", Durability::Process).unwrap();
         let merged = store
             .settle_decisions(Decisions {
                 max_bytes: Some(9000),

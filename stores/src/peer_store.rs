@@ -9,7 +9,9 @@ use std::sync::Arc;
 use intercom_crypto::KeyPair;
 use serde::{Deserialize, Serialize};
 
-use crate::{Batch, Decisions, KvStore, RocksStore, StoreError, DECISIONS_KEY, RESERVED_NAMES};
+use crate::{
+    Batch, Decisions, Durability, KvStore, RocksStore, StoreError, DECISIONS_KEY, RESERVED_NAMES,
+};
 
 fn io_err<'a>(
     action: &'static str,
@@ -64,14 +66,14 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
 
 impl PeerStore {
     /// Opens (creating on first run) `root/<name>/`. `root` is normally `stores`.
-    pub fn open(root: &Path, name: &str) -> Result<PeerStore, StoreError> {
+    pub fn open(root: &Path, name: &str, durability: Durability) -> Result<PeerStore, StoreError> {
         validate_name(name)?;
         let dir = root.join(name);
         let db_dir = dir.join("db");
         create_private_dir(&dir)?;
         create_private_dir(&db_dir)?;
         // The lock comes first: a second process stops here, before reading any key.
-        let kv = RocksStore::open(&db_dir.join("state")).map_err(|e| match e {
+        let kv = RocksStore::open(&db_dir.join("state"), durability).map_err(|e| match e {
             StoreError::Db(msg)
                 if msg.contains("lock") || msg.contains("Resource temporarily unavailable") =>
             {
