@@ -79,6 +79,9 @@ pub enum Action {
     Flushed(u64, bool),
     /// A peer was banned by the firewall.
     Banned(Key),
+    /// A peer found under these joined topics failed every retry: look the topics up
+    /// again soon (it may be back, or announced with new relays) instead of in 10 minutes.
+    Rediscover(Vec<Key>),
 }
 
 enum Entry {
@@ -462,6 +465,18 @@ impl Core {
         if let Some(p) = self.peers.get_mut(key) {
             p.waiting = waiting;
         }
+        if requeue && !waiting {
+            // Out of retries (JS Hyperswarm now waits for the next 10-minute refresh).
+            let topics: Vec<Key> = self.peers[key]
+                .topics
+                .iter()
+                .filter(|t| self.topics.contains(*t))
+                .copied()
+                .collect();
+            if !topics.is_empty() && !self.peers[key].banned {
+                self.actions.push_back(Action::Rediscover(topics));
+            }
+        }
         self.maybe_delete_peer(key);
     }
 
@@ -717,6 +732,44 @@ mod tests {
         assert_eq!(due, now + BACKOFFS[1]);
         c.handle_timeout(due);
         assert!(c.peer(&key).unwrap().queued);
+    }
+
+    #[test]
+    fn a_peer_out_of_retries_asks_for_its_topics_to_be_looked_up_again() {
+        let mut c = core(9);
+        let (joined, left) = ([7; 32], [8; 32]);
+        c.add_topic(joined);
+        c.add_topic(left);
+        c.on_peer([1; 32], vec![], joined);
+        c.on_peer([1; 32], vec![], left);
+        c.remove_topic(&left);
+        let mut now = Instant::now();
+        let mut rediscover = Vec::new();
+        for failure in 1..=4 {
+            let acts = drain(&mut c);
+            rediscover.extend(
+                acts.iter()
+                    .filter(|a| matches!(a, Action::Rediscover(_)))
+                    .cloned(),
+            );
+            let Some(Action::Connect { attempt, key, .. }) = acts
+                .into_iter()
+                .find(|a| matches!(a, Action::Connect { .. }))
+            else {
+                panic!("dial {failure} expected")
+            };
+            c.on_client_done(key, attempt, None, now);
+            if let Some(due) = c.poll_timeout() {
+                now = due;
+                c.handle_timeout(due);
+            }
+        }
+        rediscover.extend(drain(&mut c));
+        assert_eq!(rediscover, vec![Action::Rediscover(vec![joined])]);
+        assert!(c.poll_timeout().is_none(), "no more retries of its own");
+        // Found again by that lookup: dialled afresh.
+        c.on_peer([1; 32], vec![], joined);
+        assert!(matches!(c.poll_action(), Some(Action::Connect { .. })));
     }
 
     #[test]

@@ -172,6 +172,11 @@ impl Driver {
                 Action::Banned(key) => {
                     crate::lock(&self.banned).insert(key);
                 }
+                Action::Rediscover(topics) => {
+                    for t in topics.iter().filter_map(|t| st.topics.get(t)) {
+                        t.rediscover();
+                    }
+                }
             }
         }
     }
