@@ -77,6 +77,20 @@ pub const DEFAULT_READ_MESSAGES: i64 = 20;
 /// Accepted features.
 const FEATURES: &[&str] = &["timer"];
 
+/// The chat operations: actions, outside the transaction gate (as in trac-peer).
+const ACTIONS: &[&str] = &[
+    "set_chat_status",
+    "post",
+    "set_nick",
+    "mute_status",
+    "set_mod",
+    "delete_message",
+    "pin_message",
+    "unpin_message",
+    "enable_whitelist",
+    "set_whitelist_status",
+];
+
 const OPERATIONS: &[OpSchema] = &[
     OpSchema {
         name: "store_something",
@@ -756,6 +770,10 @@ impl Contract for BuiltinContract {
 
     fn features(&self) -> &[&'static str] {
         FEATURES
+    }
+
+    fn actions(&self) -> &[&'static str] {
+        ACTIONS
     }
 
     fn map_command(&self, command: &str) -> Result<Operation, ContractError> {

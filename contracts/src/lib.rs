@@ -209,6 +209,13 @@ pub trait Contract: Send + Sync + 'static {
         &[]
     }
 
+    /// Operations that travel as actions: any member may append them without the
+    /// transaction gate (`enable_transactions`), as trac-peer's chat operations do. Each
+    /// must be one of [`Contract::operations`]; everything else is a transaction.
+    fn actions(&self) -> &[&'static str] {
+        &[]
+    }
+
     /// Protocol layer: maps `/tx --command "<string or JSON>"` to an operation (the JSON
     /// form is `{"op": "<name>", ...fields}` or `{"type": "<name>", "value": {...}}`; plain
     /// strings are per-contract shortcuts). Unknown commands are an error.

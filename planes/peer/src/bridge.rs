@@ -155,7 +155,7 @@ impl Backend for PeerBackend {
             SubnetRequest::Info => subnet.info().await.map_err(subnet_error)?.to_json(),
             SubnetRequest::Op { op, args } => {
                 let command = format!("/{op}");
-                if !intercom_subnet::commands::is_op(&command) {
+                if !intercom_subnet::commands::is_op(&command, subnet.contract().as_ref()) {
                     return Err(BackendError::Subnet {
                         code: ErrorCode::InvalidOperation,
                         message: format!(

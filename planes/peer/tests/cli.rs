@@ -139,8 +139,11 @@ async fn slash_commands() {
     assert!(!r.ok, "no welcome for other: {r:?}");
     let r = gd.run("/sc_send --channel club").await;
     assert!(r.error.unwrap().starts_with("Usage: /sc_send"));
-    let r = gd.run("/post --message hi").await;
+    let r = gd.run("/tx --command ping").await;
     assert!(r.error.unwrap().contains("no subnet plane"));
+    // Without a subnet there is no contract either, so its operations are unknown.
+    let r = gd.run("/post --message hi").await;
+    assert!(r.error.unwrap().starts_with("Unknown command: /post"));
     let r = gd.run("/msb").await;
     assert!(r.error.unwrap().contains("not yet available"));
     let r = gd.run("/sc_joinx").await;

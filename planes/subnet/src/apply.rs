@@ -24,20 +24,6 @@ use intercom_contracts::StagedState;
 
 use crate::state::AppState;
 
-/// Contract operations that may travel as actions (chat), outside the transaction gate.
-pub const ACTION_OPS: &[&str] = &[
-    "set_chat_status",
-    "post",
-    "set_nick",
-    "mute_status",
-    "set_mod",
-    "delete_message",
-    "pin_message",
-    "unpin_message",
-    "enable_whitelist",
-    "set_whitelist_status",
-];
-
 /// What applying an entry did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -215,7 +201,7 @@ pub fn apply_body(
                 if !members.transactions_enabled() {
                     return Outcome::Ignored("transactions are not enabled on this subnet".into());
                 }
-            } else if !ACTION_OPS.contains(&op.name.as_str()) {
+            } else if !rules.contract.actions().contains(&op.name.as_str()) {
                 return Outcome::Ignored(format!(
                     "{} is not an action; send it as a transaction",
                     op.name

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use intercom_contracts::{operation_from_cli, Contract, ContractError, Value};
 use serde_json::json;
 
-use crate::apply::{parse_key, ACTION_OPS};
+use crate::apply::parse_key;
 use crate::entry::{Body, Membership};
 use crate::service::{SubnetHandle, SubnetInfo};
 use crate::SubnetError;
@@ -65,18 +65,21 @@ pub const HELP: &[&str] = &[
     "  /set_whitelist_status --user <address> --status 0|1",
 ];
 
-/// True if `command` is a membership or chat command (what the bridge's `subnet_op` runs).
-pub fn is_op(command: &str) -> bool {
-    MEMBERSHIP_COMMANDS.contains(&command) || ACTION_OPS.contains(&command.trim_start_matches('/'))
+/// True if `command` is a membership command or one of `contract`'s actions (what the
+/// bridge's `subnet_op` runs).
+pub fn is_op(command: &str, contract: &dyn Contract) -> bool {
+    MEMBERSHIP_COMMANDS.contains(&command)
+        || contract
+            .actions()
+            .contains(&command.trim_start_matches('/'))
 }
 
 /// True if `command` (with its slash) is handled here: the subnet commands, and every
 /// operation `contract` declares (`/create_task --title x` runs the `create_task`
-/// transaction).
+/// transaction, `/post --message hi` the `post` action).
 pub fn handles(command: &str, contract: Option<&dyn Contract>) -> bool {
     let name = command.trim_start_matches('/');
     MEMBERSHIP_COMMANDS.contains(&command)
-        || ACTION_OPS.contains(&name)
         || matches!(command, "/tx" | "/get" | "/subnet")
         || contract.is_some_and(|c| c.operations().iter().any(|op| op.name == name))
 }
@@ -161,8 +164,8 @@ pub async fn run(
             let op = operation_from_cli(handle.contract().as_ref(), name, &pairs)
                 .map_err(|e| e.to_string())?;
             let value = serde_json::to_value(&op).unwrap_or(Value::Null);
-            // Chat operations travel as actions; everything else is a transaction.
-            let body = if ACTION_OPS.contains(&name) {
+            // The contract's actions (chat) travel as actions; the rest as transactions.
+            let body = if handle.contract().actions().contains(&name) {
                 Body::Action(value)
             } else {
                 Body::Transaction(value)

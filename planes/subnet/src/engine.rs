@@ -406,6 +406,44 @@ mod tests {
     }
 
     #[test]
+    fn only_the_contracts_actions_skip_the_transaction_gate() {
+        let mut e = engine();
+        let admin = intercom_crypto::KeyPair::from_seed(&[9; 32]);
+        let bind = Body::Bind {
+            author: admin.public_key,
+            signature: admin.sign(&crate::entry::bind_message("t", &[1; 32])),
+        };
+        let op = |name: &str, value: serde_json::Value| serde_json::json!({"type": name, "value": value});
+        let bodies = vec![
+            Body::Membership(Membership::AddAdmin(admin.public_key)),
+            Body::Action(op("set_chat_status", serde_json::json!({"enabled": true}))),
+            Body::Action(op("post", serde_json::json!({"message": "hi"}))),
+            Body::Transaction(op("put", serde_json::json!({"key": "k", "value": 1}))),
+            Body::Action(op("put", serde_json::json!({"key": "k", "value": 1}))),
+        ];
+        e.push(&[1; 32], 0, &Entry::single(1, vec![], bind).encode())
+            .unwrap();
+        e.push(
+            &[1; 32],
+            1,
+            &Entry {
+                timestamp: 2,
+                heads: vec![],
+                bodies,
+            }
+            .encode(),
+        )
+        .unwrap();
+        let step = e.step();
+        let outcomes: Vec<_> = step.applied.iter().skip(2).map(|a| &a.outcome).collect();
+        assert_eq!(outcomes.len(), 4, "{:?}", step.applied);
+        assert_eq!(outcomes[0], &Outcome::Applied);
+        assert_eq!(outcomes[1], &Outcome::Applied);
+        assert!(matches!(outcomes[2], Outcome::Ignored(r) if r.contains("not enabled")));
+        assert!(matches!(outcomes[3], Outcome::Ignored(r) if r.contains("not an action")));
+    }
+
+    #[test]
     fn fuzz_body_survives_noise() {
         let mut x = 0x1234_5678_u64;
         for _ in 0..200 {
