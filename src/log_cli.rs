@@ -300,7 +300,13 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
 }
 
 /// Binds a swarm, joins the log's discovery key and replicates every connection.
-async fn start_swarm(net: &NetArgs, replica: &SharedReplica) -> anyhow::Result<SwarmTask> {
+/// Joins the log's discovery key as server and client and replicates with every peer;
+/// `announce_first` waits until the announcement is done.
+async fn start_swarm(
+    net: &NetArgs,
+    replica: &SharedReplica,
+    announce_first: bool,
+) -> anyhow::Result<SwarmTask> {
     let bootstrap = parse_nodes(&net.dht_bootstrap).await?;
     if bootstrap.is_empty() {
         bail!("--dht-bootstrap: at least one node is required");
@@ -325,6 +331,11 @@ async fn start_swarm(net: &NetArgs, replica: &SharedReplica) -> anyhow::Result<S
         )
         .await
         .context("joining the log's discovery key")?;
+    if announce_first {
+        // Announced before "serving" is printed, so a reader started on that line finds
+        // us by lookup (as the JS peer's `await swarm.flush()`).
+        swarm.flush().await.context("announcing the log")?;
+    }
     let replica = replica.clone();
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -375,7 +386,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     let log = open_log(&store, &args.log)?;
     let replica = SharedReplica::new(Replica::new(log, ReplicaConfig::default()));
-    let swarm = start_swarm(&args.net, &replica).await?;
+    let swarm = start_swarm(&args.net, &replica, true).await?;
     let mut ready = replica.with(|r| info_json(r.log()));
     ready["event"] = json!("serving");
     println!("{ready}");
@@ -424,7 +435,7 @@ async fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
     };
     let replica = SharedReplica::new(Replica::new(log, config));
     let started = std::time::Instant::now();
-    let swarm = start_swarm(&args.net, &replica).await?;
+    let swarm = start_swarm(&args.net, &replica, false).await?;
     let done = replica.wait_for(|r| r.is_complete());
     if tokio::time::timeout(Duration::from_secs(args.timeout), done)
         .await
