@@ -60,16 +60,6 @@ struct StoreArgs {
     store_sync: bool,
 }
 
-impl StoreArgs {
-    fn durability(&self) -> Durability {
-        if self.store_sync {
-            Durability::PowerLoss
-        } else {
-            Durability::Process
-        }
-    }
-}
-
 #[derive(Debug, clap::Args)]
 struct LogSelector {
     /// Log name in the store's namespace (corestore-style `store.get({ name })`).
@@ -186,8 +176,12 @@ pub async fn run(args: LogArgs) -> anyhow::Result<()> {
 }
 
 fn open_store(args: &StoreArgs) -> anyhow::Result<PeerStore> {
-    PeerStore::open(&args.stores_dir, &args.store, args.durability())
-        .with_context(|| format!("opening peer store {:?}", args.store))
+    PeerStore::open(
+        &args.stores_dir,
+        &args.store,
+        Durability::from_sync_flag(args.store_sync),
+    )
+    .with_context(|| format!("opening peer store {:?}", args.store))
 }
 
 /// Opens the selected log: by name (writable, created on first use) or by key.
@@ -299,9 +293,8 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds a swarm, joins the log's discovery key and replicates every connection.
-/// Joins the log's discovery key as server and client and replicates with every peer;
-/// `announce_first` waits until the announcement is done.
+/// Binds a swarm, joins the log's discovery key as server and client and replicates every
+/// connection; `announce_first` waits until the announcement is done.
 async fn start_swarm(
     net: &NetArgs,
     replica: &SharedReplica,

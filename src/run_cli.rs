@@ -578,11 +578,7 @@ impl RunArgs {
         Ok(Settings {
             store_name,
             stores_dir: self.peer_stores_directory.clone(),
-            store_durability: if b(&self.peer_store_sync, false) {
-                Durability::PowerLoss
-            } else {
-                Durability::Process
-            },
+            store_durability: Durability::from_sync_flag(b(&self.peer_store_sync, false)),
             dht_bootstrap,
             sidechannel: sc,
             decisions,

@@ -68,15 +68,28 @@ pub enum Durability {
     PowerLoss,
 }
 
+impl Durability {
+    /// The durability a `--peer-store-sync` style flag asks for.
+    pub fn from_sync_flag(sync_every_write: bool) -> Durability {
+        if sync_every_write {
+            Durability::PowerLoss
+        } else {
+            Durability::Process
+        }
+    }
+}
+
 /// How often [`Durability::Process`] syncs the write-ahead log while writes arrive.
 pub const WAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// RocksDB-backed storage (one database per peer store).
 #[cfg(feature = "rocksdb")]
 pub struct RocksStore {
+    // Declared first so it drops first: its thread's last sync and its handle on the
+    // database end before the store's own handle (and the lock with it) goes.
+    wal_syncer: Option<WalSyncer>,
     db: std::sync::Arc<rocksdb::DB>,
     durability: Durability,
-    wal_syncer: Option<WalSyncer>,
 }
 
 /// The background thread of [`Durability::Process`]: syncs the write-ahead log when durable
@@ -158,15 +171,10 @@ impl RocksStore {
             Durability::PowerLoss => None,
         };
         Ok(RocksStore {
+            wal_syncer,
             db,
             durability,
-            wal_syncer,
         })
-    }
-
-    /// What acknowledged writes survive.
-    pub fn durability(&self) -> Durability {
-        self.durability
     }
 }
 

@@ -465,15 +465,19 @@ impl Core {
         if let Some(p) = self.peers.get_mut(key) {
             p.waiting = waiting;
         }
-        if requeue && !waiting {
-            // Out of retries (JS Hyperswarm now waits for the next 10-minute refresh).
-            let topics: Vec<Key> = self.peers[key]
+        // Out of retries (JS Hyperswarm now waits for the next 10-minute refresh).
+        if let Some(p) = self
+            .peers
+            .get(key)
+            .filter(|p| requeue && !waiting && !p.banned)
+        {
+            let topics: Vec<Key> = p
                 .topics
                 .iter()
                 .filter(|t| self.topics.contains(*t))
                 .copied()
                 .collect();
-            if !topics.is_empty() && !self.peers[key].banned {
+            if !topics.is_empty() {
                 self.actions.push_back(Action::Rediscover(topics));
             }
         }
