@@ -3,13 +3,18 @@
 //! Using libsodium for every primitive (rather than mixing pure-Rust crates) means our
 //! Ed25519 keys, BLAKE2b hashes, Ed25519 scalar multiplication and secretstream frames
 //! are produced by the very code the JS peers run, edge cases included (for example
-//! `crypto_scalarmult_ed25519_noclamp` refusing small-order points).
+//! `crypto_scalarmult_ed25519_noclamp` refusing small-order points). The exception is
+//! [`verify_batch`] (libsodium has no batch verification), which defers every rejection to
+//! libsodium.
 
 #![allow(unsafe_code)]
 
 use std::sync::Once;
 
 use libsodium_sys as ffi;
+
+mod batch;
+pub use batch::{verify_batch, SignedMessage};
 
 /// Why a libsodium call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
