@@ -257,15 +257,52 @@ pub fn sign(payload: &mut Payload, keypair: &KeyPair) {
 
 /// Verifies `sig` (or `signature`) against `public_key_hex`, decoding hex as Node does.
 pub fn verify(payload: &Payload, public_key_hex: &str) -> bool {
-    let Some(sig_hex) = payload.sig_hex() else {
-        return false;
-    };
-    if public_key_hex.is_empty() {
-        return false;
+    SignatureCheck::new(payload, public_key_hex)
+        .is_some_and(|c| intercom_crypto::verify(&c.signature, c.base.as_bytes(), &c.key))
+}
+
+/// Verifies each payload's signature against its own `from` key, in one batch:
+/// `result[i]` is `verify(payloads[i], from)`, false when there is no `from`.
+pub fn verify_from_batch(payloads: &[&Payload]) -> Vec<bool> {
+    let checks: Vec<Option<SignatureCheck>> = payloads
+        .iter()
+        .map(|p| SignatureCheck::new(p, &p.from_key()?))
+        .collect();
+    let items: Vec<intercom_crypto::SignedMessage<'_>> = checks
+        .iter()
+        .flatten()
+        .map(|c| intercom_crypto::SignedMessage {
+            signature: &c.signature,
+            message: c.base.as_bytes(),
+            public_key: &c.key,
+        })
+        .collect();
+    let mut verdicts = intercom_crypto::verify_batch(&items).into_iter();
+    checks
+        .iter()
+        .map(|c| c.is_some() && verdicts.next().unwrap_or(false))
+        .collect()
+}
+
+/// What one signature check needs, decoded as Node decodes hex.
+struct SignatureCheck {
+    signature: Vec<u8>,
+    base: String,
+    key: Vec<u8>,
+}
+
+impl SignatureCheck {
+    fn new(payload: &Payload, public_key_hex: &str) -> Option<SignatureCheck> {
+        let sig_hex = payload.sig_hex()?;
+        if public_key_hex.is_empty() {
+            return None;
+        }
+        Some(SignatureCheck {
+            signature: js::node_hex_decode(sig_hex),
+            base: sig_base(payload),
+            key: js::node_hex_decode(&js::trim(public_key_hex).to_lowercase()),
+        })
     }
-    let sig = js::node_hex_decode(sig_hex);
-    let key = js::node_hex_decode(&js::trim(public_key_hex).to_lowercase());
-    intercom_crypto::verify(&sig, sig_base(payload).as_bytes(), &key)
 }
 
 /// Prefix and suffix of the proof-of-work text around the nonce. The base's keys sort as

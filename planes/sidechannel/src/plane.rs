@@ -272,6 +272,12 @@ pub struct BroadcastJob {
 }
 
 impl BroadcastJob {
+    /// Whether [`run`](Self::run) stamps a proof of work (thousands of hashes, worth a
+    /// blocking thread) rather than only signing (one Ed25519 signature, ~15 µs).
+    pub fn needs_proof_of_work(&self) -> bool {
+        self.params.pow_difficulty.is_some_and(|d| d > 0)
+    }
+
     /// Builds, stamps and signs the payload (CPU-bound; fine on a blocking thread).
     pub fn run(self) -> PreparedBroadcast {
         let channel = self.params.channel.clone();
@@ -636,6 +642,14 @@ impl Sidechannel {
 
     /// A message (type 0 body) arrived on `channel` from `conn`.
     pub fn on_message(&mut self, now_ms: u64, conn: ConnId, channel: &str, bytes: &[u8]) {
+        let inbound = Inbound::decode(bytes, self.policy.config().max_message_bytes);
+        self.on_inbound(now_ms, conn, channel, inbound);
+    }
+
+    /// A message already decoded with [`Inbound::decode`] (its signature possibly checked
+    /// with [`Inbound::verify_ahead`]) arrived on `channel` from `conn`. The plane applies
+    /// its own size limit again, so a reader may decode with a stale limit.
+    pub fn on_inbound(&mut self, now_ms: u64, conn: ConnId, channel: &str, inbound: Inbound) {
         let channel = js::trim(channel).to_owned();
         let Some((remote_key, limiter)) = self
             .conns
@@ -655,7 +669,6 @@ impl Sidechannel {
             l.blocked_until = until;
             Some(l)
         });
-        let inbound = Inbound::decode(bytes, self.policy.config().max_message_bytes);
         let verdict = {
             let view = self.view();
             let ctx = CheckCtx {

@@ -507,6 +507,9 @@ pub struct Inbound {
     pub payload: Result<Payload, PayloadError>,
     /// `JSON.stringify(payload)` length, the size the reference measures.
     pub js_len: usize,
+    /// Whether the signature verifies against `from`, when that was checked ahead of the
+    /// policy ([`Inbound::verify_ahead`]); `None`: the policy checks it when it must.
+    pub signed_by_from: Option<bool>,
 }
 
 impl Inbound {
@@ -517,6 +520,7 @@ impl Inbound {
                 wire_len: bytes.len(),
                 payload: Err(PayloadError::TooLarge(bytes.len())),
                 js_len: bytes.len(),
+                signed_by_from: None,
             };
         }
         let payload = Payload::decode(bytes);
@@ -525,7 +529,28 @@ impl Inbound {
             wire_len: bytes.len(),
             payload,
             js_len,
+            signed_by_from: None,
         }
+    }
+
+    /// Checks the signatures of decoded messages in one batch (about half the cost of one
+    /// check each), so that a reader can do this work before the plane sees them.
+    pub fn verify_ahead(batch: &mut [Inbound]) {
+        let payloads: Vec<&Payload> = batch
+            .iter()
+            .filter_map(|m| m.payload.as_ref().ok())
+            .collect();
+        let mut verdicts = payload::verify_from_batch(&payloads).into_iter();
+        for m in batch.iter_mut().filter(|m| m.payload.is_ok()) {
+            m.signed_by_from = verdicts.next();
+        }
+    }
+
+    /// Whether the signature verifies against `author`, which must be the payload's
+    /// `from` key: the checked-ahead answer when there is one.
+    fn signed_by(&self, payload: &Payload, author: &str) -> bool {
+        self.signed_by_from
+            .unwrap_or_else(|| payload::verify(payload, author))
     }
 }
 
@@ -734,7 +759,7 @@ impl Policy {
         if owner_checked {
             let owner = self.owner_key(channel);
             let ok = match (owner, from.as_deref()) {
-                (Some(owner), Some(author)) => author == owner && payload::verify(payload, owner),
+                (Some(owner), Some(author)) => author == owner && msg.signed_by(payload, author),
                 _ => false,
             };
             if !ok {
@@ -743,7 +768,7 @@ impl Policy {
         } else if cfg.verify_signatures {
             let ok = from
                 .as_deref()
-                .is_some_and(|author| payload::verify(payload, author));
+                .is_some_and(|author| msg.signed_by(payload, author));
             if !ok {
                 return Verdict::drop(DropReason::BadSignature, fx);
             }

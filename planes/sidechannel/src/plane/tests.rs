@@ -545,3 +545,66 @@ fn fuzz_entry_point_survives_samples() {
         crate::fuzz_payload(sample);
     }
 }
+
+#[test]
+fn signatures_checked_ahead_in_a_batch_decide_like_the_plane_would() {
+    let c = cfg();
+    // Same length, so the c.json length prefix still fits: "m2" signed, "x2" sent.
+    let mut tampered = signed(2, ENTRY_CHANNEL, json!("m2"), NOW + 2);
+    let at = tampered.windows(4).position(|w| w == b"\"m2\"").unwrap();
+    tampered[at + 1] = b'x';
+    let wire: Vec<Vec<u8>> = (0..5)
+        .map(|i| match i {
+            2 => tampered.clone(),
+            _ => signed(2, ENTRY_CHANNEL, json!(format!("m{i}")), NOW + i),
+        })
+        .collect();
+    let outcome = |ahead: bool| {
+        let mut p = plane(c.clone(), 1);
+        connect(&mut p, 2, &[ENTRY_CHANNEL]);
+        drain(&mut p);
+        let max = p.policy().config().max_message_bytes;
+        let mut batch: Vec<Inbound> = wire.iter().map(|b| Inbound::decode(b, max)).collect();
+        if ahead {
+            Inbound::verify_ahead(&mut batch);
+            let checked: Vec<_> = batch.iter().map(|m| m.signed_by_from).collect();
+            assert_eq!(
+                checked,
+                [Some(true), Some(true), Some(false), Some(true), Some(true)]
+            );
+        }
+        for m in batch {
+            p.on_inbound(NOW, ConnId(2), ENTRY_CHANNEL, m);
+        }
+        events(&mut p)
+            .into_iter()
+            .map(|e| match e {
+                SidechannelEvent::Message { payload, .. } => {
+                    format!("{}", payload.message().unwrap())
+                }
+                SidechannelEvent::Dropped { reason, .. } => reason.code().to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = ["\"m0\"", "\"m1\"", "bad_signature", "\"m3\"", "\"m4\""];
+    assert_eq!(outcome(true), expected);
+    assert_eq!(outcome(false), expected);
+}
+
+#[test]
+fn the_plane_trusts_a_signature_checked_ahead() {
+    let mut p = plane(cfg(), 1);
+    connect(&mut p, 2, &[ENTRY_CHANNEL]);
+    drain(&mut p);
+    let mut m = Inbound::decode(&signed(2, ENTRY_CHANNEL, json!("hi"), NOW), 1_000_000);
+    m.signed_by_from = Some(false);
+    p.on_inbound(NOW, ConnId(2), ENTRY_CHANNEL, m);
+    assert!(matches!(
+        events(&mut p)[..],
+        [SidechannelEvent::Dropped {
+            reason: DropReason::BadSignature,
+            ..
+        }]
+    ));
+}
