@@ -12,12 +12,13 @@
 //!
 //! Publishing never waits: each event is serialized once and `try_send`-ed to every matching client's bounded
 //! queue. A client whose queue is full (it stopped reading) is disconnected instead of slowing anyone else down; a
-//! writer that cannot flush a frame within `write_timeout` is disconnected too. Requests from one client are
+//! writer that cannot flush its frames (up to 64 queued ones go out with one flush) within `write_timeout` is
+//! disconnected too. Requests from one client are
 //! handled in order, one at a time, so sends from one client reach the sidechannel in the order they were written.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,7 @@ use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Number, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
@@ -82,11 +83,14 @@ pub struct BridgeConfig {
     pub max_clients: usize,
     /// Outbound frames queued per client before it is disconnected as a slow consumer.
     pub outbound_queue: usize,
+    /// Outbound bytes queued per client before it is disconnected as a slow consumer.
+    pub outbound_queue_bytes: usize,
     /// Unauthenticated clients are closed after this long (`auth_timeout` error); `None` disables.
     pub auth_timeout: Option<Duration>,
     /// The HTTP upgrade must complete within this time.
     pub handshake_timeout: Duration,
-    /// A single outbound frame must be flushed within this time or the client is disconnected.
+    /// One write (a frame, or up to 64 queued frames flushed together) must finish within this time or the
+    /// client is disconnected.
     pub write_timeout: Duration,
     /// A backend call taking longer is answered with a `timeout` error.
     pub backend_timeout: Duration,
@@ -111,7 +115,10 @@ impl Default for BridgeConfig {
             info: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_clients: 256,
-            outbound_queue: 512,
+            // Room for a burst of 10,000 events to an agent that reads a little slower than
+            // the sidechannel delivers; the byte bound keeps large messages in check.
+            outbound_queue: 16_384,
+            outbound_queue_bytes: 16 << 20,
             auth_timeout: Some(Duration::from_secs(30)),
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
@@ -150,6 +157,8 @@ enum Outbound {
 struct ClientHandle {
     session: Mutex<Session>,
     tx: mpsc::Sender<Outbound>,
+    /// Bytes of the text frames in `tx` not yet taken by the writer.
+    queued_bytes: AtomicUsize,
     kicked: AtomicBool,
     kick_notify: Notify,
 }
@@ -157,6 +166,29 @@ struct ClientHandle {
 impl ClientHandle {
     fn session(&self) -> MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a text frame without waiting: `Full` when the frame or byte bound is hit.
+    fn try_queue(
+        &self,
+        text: &Utf8Bytes,
+        max_bytes: usize,
+    ) -> Result<(), mpsc::error::TrySendError<()>> {
+        let queued = self.queued_bytes.fetch_add(text.len(), Ordering::Relaxed);
+        let result = if queued + text.len() > max_bytes {
+            Err(mpsc::error::TrySendError::Full(()))
+        } else {
+            self.tx
+                .try_send(Outbound::Text(text.clone()))
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                    mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+                })
+        };
+        if result.is_err() {
+            self.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+        }
+        result
     }
 
     fn kick(&self) {
@@ -181,6 +213,7 @@ impl ClientHandle {
 struct Shared {
     scope: FilterScope,
     clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    outbound_queue_bytes: usize,
 }
 
 impl Shared {
@@ -249,16 +282,16 @@ impl Publisher {
                     continue;
                 }
             }
-            match client.tx.try_send(Outbound::Text(text.clone())) {
+            match client.try_queue(&text, self.shared.outbound_queue_bytes) {
                 Ok(()) => report.delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(mpsc::error::TrySendError::Full(())) => {
                     tracing::warn!(
                         "sc-bridge: client outbound queue full; disconnecting slow consumer"
                     );
                     client.kick();
                     report.disconnected += 1;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(())) => {}
             }
         }
         report
@@ -313,6 +346,11 @@ impl Bridge {
                 "outbound_queue must be at least 1",
             ));
         }
+        if config.outbound_queue_bytes < config.max_frame_bytes {
+            return Err(BridgeError::InvalidConfig(
+                "outbound_queue_bytes must be at least max_frame_bytes",
+            ));
+        }
         if config.max_frame_bytes < 1024 {
             return Err(BridgeError::InvalidConfig(
                 "max_frame_bytes must be at least 1024",
@@ -340,6 +378,7 @@ impl Bridge {
         let shared = Arc::new(Shared {
             scope: FilterScope::from_channels(config.filter_channels.as_deref()),
             clients: Mutex::new(HashMap::new()),
+            outbound_queue_bytes: config.outbound_queue_bytes,
         });
         let session_cfg = SessionConfig {
             token: config.token.clone(),
@@ -466,16 +505,47 @@ fn now_ms() -> u64 {
 type Sender = WebSocketSender<TokioAdapter<TcpStream>>;
 type Receiver = WebSocketReceiver<TokioAdapter<TcpStream>>;
 
+/// Frames a client's writer sends with one flush, at most.
+const WRITE_BATCH: usize = 64;
+
 async fn writer(
     mut sink: Sender,
     mut rx: mpsc::Receiver<Outbound>,
     client: Arc<ClientHandle>,
     write_timeout: Duration,
 ) {
-    while let Some(out) = rx.recv().await {
+    let mut next = None;
+    loop {
+        let out = match next.take() {
+            Some(out) => out,
+            None => match rx.recv().await {
+                Some(out) => out,
+                None => break,
+            },
+        };
         match out {
             Outbound::Text(text) => {
-                match tokio::time::timeout(write_timeout, sink.send(Message::Text(text))).await {
+                // This frame and the ones queued behind it go out with one flush; a close
+                // waits for the next turn.
+                let batch = async {
+                    client.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                    sink.feed(Message::Text(text)).await?;
+                    for _ in 1..WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(Outbound::Text(text)) => {
+                                client.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                                sink.feed(Message::Text(text)).await?;
+                            }
+                            Ok(close) => {
+                                next = Some(close);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await
+                };
+                match tokio::time::timeout(write_timeout, batch).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "sc-bridge: write failed");
@@ -535,6 +605,7 @@ async fn serve_conn(
     let client = Arc::new(ClientHandle {
         session: Mutex::new(Session::new(&ctx.session_cfg)),
         tx,
+        queued_bytes: AtomicUsize::new(0),
         kicked: AtomicBool::new(false),
         kick_notify: Notify::new(),
     });
@@ -542,11 +613,8 @@ async fn serve_conn(
     let mut writer_task = tokio::spawn(writer(sink, rx, client.clone(), ctx.cfg.write_timeout));
     // `hello` is queued before the client is registered, so no event can overtake it.
     let hello = ServerMessage::Hello(hello(&ctx));
-    if client
-        .tx
-        .try_send(Outbound::Text(encode_reply(None, &hello).into()))
-        .is_err()
-    {
+    let hello = Utf8Bytes::from(encode_reply(None, &hello));
+    if client.try_queue(&hello, usize::MAX).is_err() {
         writer_task.abort();
         return;
     }
@@ -576,10 +644,19 @@ async fn serve_conn(
 
 /// Queues a frame for the writer, giving up if the client is kicked meanwhile.
 async fn enqueue(client: &ClientHandle, out: Outbound) -> bool {
-    tokio::select! {
+    let len = match &out {
+        Outbound::Text(text) => text.len(),
+        Outbound::Close(..) => 0,
+    };
+    client.queued_bytes.fetch_add(len, Ordering::Relaxed);
+    let queued = tokio::select! {
         res = client.tx.send(out) => res.is_ok(),
         _ = client.kicked() => false,
+    };
+    if !queued {
+        client.queued_bytes.fetch_sub(len, Ordering::Relaxed);
     }
+    queued
 }
 
 async fn read_loop(

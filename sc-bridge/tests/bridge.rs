@@ -899,11 +899,26 @@ async fn thousand_rapid_connections_leave_the_bridge_healthy() {
 
 #[tokio::test]
 async fn slow_client_does_not_block_a_fast_one() {
-    let (bridge, _mock) = start(BridgeConfig {
+    slow_client_is_cut_off(BridgeConfig {
         outbound_queue: 8,
         ..config()
     })
     .await;
+}
+
+#[tokio::test]
+async fn slow_client_is_cut_off_by_queued_bytes_too() {
+    slow_client_is_cut_off(BridgeConfig {
+        outbound_queue_bytes: 2 << 20,
+        ..config()
+    })
+    .await;
+}
+
+/// A client that stops reading is disconnected once its queue bound is hit, while a
+/// reading one gets every one of 400 64 KiB events.
+async fn slow_client_is_cut_off(cfg: BridgeConfig) {
+    let (bridge, _mock) = start(cfg).await;
     let addr = bridge.local_addr();
     let _slow = Client::authed(addr).await; // authenticates, then never reads again
     let mut fast = Client::authed(addr).await;
