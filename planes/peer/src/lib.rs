@@ -29,14 +29,18 @@
 //!   joined is rejected.
 //! * `Send`: the bytes go to the channel's bounded writer queue with `try_send`; a full
 //!   queue drops the frame and reports it ([`PeerEvent::SendDropped`], counted in
-//!   [`RuntimeStats::send_queue_full`]). The plane task never waits on a peer.
+//!   [`RuntimeStats::send_queue_full`]). The plane task never waits on a peer; instead,
+//!   while a writer queue is more than three quarters full it takes no new command, so
+//!   local sends are paced to the network (for at most `send_stall_limit` per congestion:
+//!   a peer that stops reading loses frames rather than stalling everyone).
 //! * `CloseChannel`: the channel task closes the channel; the protocol is unpaired.
 //! * Events: `Joined`/`Left` become [`Discovery::join`]/[`Discovery::leave`]; every event
 //!   goes to the [`EventSink`]s (the bridge's [`BridgeSink`], the [`cli::ConsoleSink`]).
 //!
-//! Sends run the proof of work on a blocking thread: `begin_broadcast` in the task,
-//! [`tokio::task::spawn_blocking`] for `BroadcastJob::run`, `finish_broadcast` back in the
-//! task. `/sc_open` requests and control payloads are built inline (one proof of work each
+//! Sends that need a proof of work run it on a blocking thread: `begin_broadcast` in the
+//! task, [`tokio::task::spawn_blocking`] for `BroadcastJob::run`, `finish_broadcast` back
+//! in the task. Without proof of work the payload is signed in the task itself (one
+//! Ed25519 signature costs less than the two hops, and a burst stays in order). `/sc_open` requests and control payloads are built inline (one proof of work each
 //! at the configured difficulty, about 4,096 hashes at the default 12 bits).
 //!
 //! # The network seam
@@ -71,6 +75,7 @@
 
 mod bridge;
 pub mod cli;
+mod congestion;
 mod events;
 mod network;
 mod runtime;

@@ -1,19 +1,22 @@
 //! The runtime task that owns the sidechannel plane, and [`PeerHandle`], its command surface.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use intercom_crypto::KeyPair;
 use intercom_protomux::Mux;
 use intercom_sidechannel::{
-    payload, AcceptError, BroadcastReport, ConfigError, ConnId, CredentialError, JoinError, Output,
-    SendError, Sidechannel, SidechannelConfig, SidechannelEvent, Stats,
+    payload, AcceptError, BroadcastReport, ConfigError, ConnId, CredentialError, DropReason,
+    JoinError, Output, PreparedBroadcast, SendError, Sidechannel, SidechannelConfig,
+    SidechannelEvent, Stats,
 };
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::congestion::Congestion;
 use crate::events::{EventSink, PeerEvent};
 use crate::network::{Connection, ConnectionSink, Discovery};
 use crate::tasks::{self, ChannelTask, ConnCtl, Internal};
@@ -30,8 +33,16 @@ pub struct PeerConfig {
     pub internal_queue: usize,
     /// New connections that may wait for the runtime task.
     pub connection_queue: usize,
-    /// Frames queued per channel for its writer; more are dropped and reported.
+    /// Messages read, decoded and signature-checked ahead that may wait for the runtime
+    /// task, over all channels; more wait unread (backpressure to the peers).
+    pub decoded_queue: usize,
+    /// Frames queued per channel for its writer; more are dropped and reported. While a
+    /// queue is more than three quarters full the runtime takes no new command (local
+    /// sends wait for the network instead of being dropped).
     pub channel_send_queue: usize,
+    /// How long a nearly full writer queue may hold commands back before its peer is
+    /// treated as stalled and frames to it are dropped again.
+    pub send_stall_limit: Duration,
     /// Mux operations (pair, unpair, reject) queued per connection.
     pub conn_ctl_queue: usize,
     /// Attempts to reopen a channel the peer rejected (the reference's five).
@@ -49,7 +60,9 @@ impl Default for PeerConfig {
             command_queue: 64,
             internal_queue: 1024,
             connection_queue: 16,
+            decoded_queue: 256,
             channel_send_queue: 256,
+            send_stall_limit: Duration::from_secs(1),
             conn_ctl_queue: 256,
             open_retries: 5,
             open_retry_step: Duration::from_millis(100),
@@ -392,7 +405,15 @@ impl PeerRuntime {
         let (conn_tx, conn_rx) = mpsc::channel(config.connection_queue.max(1));
         let (internal_tx, internal_rx) = mpsc::channel(config.internal_queue.max(1));
         let networked = discovery.is_networked();
+        let congestion = Congestion::new(
+            config.channel_send_queue.max(1),
+            PROOF_JOBS,
+            config.send_stall_limit,
+        );
         let rt = Runtime {
+            congestion,
+            decoded: Arc::new(Semaphore::new(config.decoded_queue.max(1))),
+            proof_jobs: 0,
             cfg: config,
             plane,
             discovery: Box::new(discovery),
@@ -454,6 +475,9 @@ struct ConnState {
     ctl: mpsc::Sender<ConnCtl>,
     paired: HashSet<Arc<str>>,
     channels: HashMap<Arc<str>, Slot>,
+    /// Shared with the channel tasks: check signatures as messages are read. Cleared while
+    /// the plane drops this peer's messages for rate, set again once one is delivered.
+    verify_ahead: Arc<AtomicBool>,
 }
 
 impl ConnState {
@@ -474,7 +498,16 @@ struct Runtime {
     internal: mpsc::Sender<Internal>,
     sinks: Vec<Box<dyn EventSink>>,
     stats: RuntimeStats,
+    congestion: Congestion,
+    /// Permits for messages decoded ahead of the runtime task ([`PeerConfig::decoded_queue`]).
+    decoded: Arc<Semaphore>,
+    /// Proof-of-work jobs running; at [`PROOF_JOBS`] no command is taken.
+    proof_jobs: usize,
 }
+
+/// Proof-of-work jobs that may run at once. Each one's frame reaches the writer queues
+/// after the command that started it, so the congestion headroom is at least this.
+const PROOF_JOBS: usize = 8;
 
 impl Runtime {
     async fn run(
@@ -486,9 +519,12 @@ impl Runtime {
         self.drain();
         let mut done: Option<oneshot::Sender<()>> = None;
         loop {
+            let room = self.congestion.pending();
+            let congested = room.is_some() || self.proof_jobs >= PROOF_JOBS;
             tokio::select! {
                 Some(ev) = internal.recv() => self.on_internal(ev),
-                cmd = commands.recv() => match cmd {
+                () = async { if let Some(room) = room { room.wait().await } }, if congested => {}
+                cmd = commands.recv(), if !congested => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         done = Some(reply);
                         break;
@@ -517,6 +553,12 @@ impl Runtime {
     fn publish(&mut self, event: PeerEvent) {
         for sink in &mut self.sinks {
             sink.deliver(&event);
+        }
+    }
+
+    fn set_verify_ahead(&self, conn: ConnId, on: bool) {
+        if let Some(c) = self.conns.get(&conn) {
+            c.verify_ahead.store(on, Ordering::Relaxed);
         }
     }
 
@@ -554,6 +596,7 @@ impl Runtime {
             }
             SidechannelEvent::Message { conn, channel, .. } => {
                 tracing::debug!(%conn, channel, "sidechannel message");
+                self.set_verify_ahead(*conn, true);
                 Some(*conn)
             }
             SidechannelEvent::Dropped {
@@ -562,6 +605,9 @@ impl Runtime {
                 reason,
             } => {
                 tracing::debug!(%conn, channel, reason = reason.code(), "sidechannel drop");
+                if matches!(reason, DropReason::RateLimited | DropReason::Blocked) {
+                    self.set_verify_ahead(*conn, false);
+                }
                 Some(*conn)
             }
             SidechannelEvent::OpenRequested { conn, channel, .. } => {
@@ -606,6 +652,7 @@ impl Runtime {
                 ctl: ctl_tx,
                 paired: HashSet::new(),
                 channels: HashMap::new(),
+                verify_ahead: Arc::new(AtomicBool::new(true)),
             },
         );
         self.publish(PeerEvent::Connected {
@@ -645,14 +692,20 @@ impl Runtime {
                     self.start_channel(conn, channel, 0);
                 }
             }
-            Internal::Message {
+            Internal::Messages {
                 conn,
                 channel,
                 gen,
-                bytes,
+                inbound,
+                ..
             } => {
-                if self.slot(conn, &channel, gen).is_some_and(|s| s.opened) {
-                    self.plane.on_message(now, conn, &channel, &bytes);
+                for message in inbound {
+                    // Checked per message: one of them may close the channel.
+                    if !self.slot(conn, &channel, gen).is_some_and(|s| s.opened) {
+                        break;
+                    }
+                    self.plane.on_inbound(now, conn, &channel, message);
+                    self.drain();
                 }
             }
             Internal::RemoteOpen { conn, protocol } => self.on_remote_open(conn, &protocol),
@@ -679,12 +732,22 @@ impl Runtime {
                 }
             }
             Internal::Prepared { prepared, reply } => {
-                let result = match self.plane.finish_broadcast(now, prepared) {
-                    Ok(report) => Ok(report.into()),
-                    Err(e) => send_result(e),
-                };
+                self.proof_jobs -= 1;
+                let result = prepared.and_then(|p| self.finish_prepared(now, p));
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// Sends a built payload to the channel's peers.
+    fn finish_prepared(
+        &mut self,
+        now: u64,
+        prepared: PreparedBroadcast,
+    ) -> Result<SendOutcome, PeerError> {
+        match self.plane.finish_broadcast(now, prepared) {
+            Ok(report) => Ok(report.into()),
+            Err(e) => send_result(e),
         }
     }
 
@@ -823,6 +886,9 @@ impl Runtime {
             outgoing: out_rx,
             close: close_rx,
             internal,
+            max_message_bytes: self.plane.policy().config().max_message_bytes,
+            verify_ahead: c.verify_ahead.clone(),
+            decoded: self.decoded.clone(),
         }));
         c.channels.insert(
             channel,
@@ -860,7 +926,10 @@ impl Runtime {
             .and_then(|s| s.handle.as_ref())
         {
             Some(h) => match h.outgoing.try_send(bytes) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.congestion.after_send(&h.outgoing);
+                    return;
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => "queue_full",
                 Err(mpsc::error::TrySendError::Closed(_)) => "channel_not_open",
             },
@@ -909,7 +978,16 @@ impl Runtime {
                     return;
                 }
                 match self.plane.begin_broadcast(now, &channel, message, invite) {
-                    Ok(job) => tasks::prepare_broadcast(self.internal.clone(), job, reply),
+                    // A signature alone costs less than the two task hops of a blocking
+                    // thread, and signing here keeps a pipelined burst in order.
+                    Ok(job) if !job.needs_proof_of_work() => {
+                        let result = self.finish_prepared(now, job.run());
+                        let _ = reply.send(result);
+                    }
+                    Ok(job) => {
+                        self.proof_jobs += 1;
+                        tasks::prepare_broadcast(self.internal.clone(), job, reply);
+                    }
                     Err(e) => {
                         let _ = reply.send(send_result(e));
                     }

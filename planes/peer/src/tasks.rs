@@ -3,12 +3,13 @@
 //! jobs. They talk to the runtime task through its bounded internal queue and never touch
 //! the plane.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use intercom_protomux::{ChannelEvent, ChannelOptions, DriverEvent, Mux, MuxEvents};
-use intercom_sidechannel::{BroadcastJob, ConnId, PreparedBroadcast};
-use tokio::sync::{mpsc, oneshot};
+use intercom_sidechannel::{BroadcastJob, ConnId, Inbound, PreparedBroadcast};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::runtime::{PeerError, SendOutcome};
 
@@ -32,12 +33,16 @@ pub(crate) enum Internal {
         channel: Arc<str>,
         gen: u64,
     },
-    /// A type-0 message.
-    Message {
+    /// Type-0 messages, decoded (and their signatures checked when the connection is not
+    /// being rate limited), in arrival order.
+    Messages {
         conn: ConnId,
         channel: Arc<str>,
         gen: u64,
-        bytes: Vec<u8>,
+        inbound: Vec<Inbound>,
+        /// One permit of the runtime's decoded-message bound per message, released once
+        /// the plane has them.
+        _permits: OwnedSemaphorePermit,
     },
     /// The peer opened a protocol we paired and no local channel was waiting for it.
     RemoteOpen { conn: ConnId, protocol: String },
@@ -49,9 +54,9 @@ pub(crate) enum Internal {
         channel: Arc<str>,
         gen: u64,
     },
-    /// A broadcast's proof of work and signature are done.
+    /// A broadcast's proof of work and signature are done (or the job failed).
     Prepared {
-        prepared: PreparedBroadcast,
+        prepared: Result<PreparedBroadcast, PeerError>,
         reply: oneshot::Sender<Result<SendOutcome, PeerError>>,
     },
 }
@@ -129,7 +134,19 @@ pub(crate) struct ChannelTask {
     pub outgoing: mpsc::Receiver<Arc<[u8]>>,
     pub close: oneshot::Receiver<()>,
     pub internal: mpsc::Sender<Internal>,
+    /// The plane's message size limit, to decode with.
+    pub max_message_bytes: usize,
+    /// Whether to check signatures here, off the runtime task (cleared while the
+    /// connection's peer is being rate limited, so a flood costs no signature checks).
+    pub verify_ahead: Arc<AtomicBool>,
+    /// Bounds the decoded messages waiting for the runtime task over all channels (a
+    /// decoded payload is a few times the size of its bytes).
+    pub decoded: Arc<Semaphore>,
 }
+
+/// Messages a channel task decodes and verifies together (a batch of 16 signatures takes
+/// about 0.25 ms to check, short enough not to hold up other tasks).
+const READ_BATCH: usize = 16;
 
 /// Opens the protomux channel, waits for the peer, then forwards messages until it closes.
 /// Dropping the runtime's end of `close` closes the channel.
@@ -143,6 +160,9 @@ pub(crate) async fn channel_task(t: ChannelTask) {
         mut outgoing,
         mut close,
         internal,
+        max_message_bytes,
+        verify_ahead,
+        decoded,
     } = t;
     let failed = |internal: mpsc::Sender<Internal>, channel: Arc<str>| async move {
         let _ = internal
@@ -189,23 +209,71 @@ pub(crate) async fn channel_task(t: ChannelTask) {
     });
     let mut closed_here = false;
     loop {
-        tokio::select! {
-            ev = ch.recv() => match ev {
-                Some(ChannelEvent::Message { message_type: 0, payload }) => {
-                    let msg = Internal::Message { conn, channel: channel.clone(), gen, bytes: payload };
-                    if internal.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                // Sidechannels define one message type; others are ignored as JS does.
-                Some(ChannelEvent::Message { .. }) | Some(ChannelEvent::Opened { .. }) => {}
-                Some(ChannelEvent::Closed { .. }) | None => break,
+        // A message is read only once the runtime has room for it decoded.
+        let mut permits = tokio::select! {
+            p = decoded.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // never closed
             },
             _ = &mut close => {
                 closed_here = true;
                 let _ = ch.close().await;
                 break;
             }
+        };
+        let mut next = tokio::select! {
+            ev = ch.recv() => ev,
+            _ = &mut close => {
+                closed_here = true;
+                let _ = ch.close().await;
+                break;
+            }
+        };
+        // Whatever else has already arrived (and fits the bound) goes in the same batch.
+        let mut inbound = Vec::new();
+        let ended = loop {
+            match next {
+                Some(ChannelEvent::Message {
+                    message_type: 0,
+                    payload,
+                }) => {
+                    inbound.push(Inbound::decode(&payload, max_message_bytes));
+                }
+                // Sidechannels define one message type; others are ignored as JS does.
+                Some(ChannelEvent::Message { .. }) | Some(ChannelEvent::Opened { .. }) => {}
+                Some(ChannelEvent::Closed { .. }) | None => break true,
+            }
+            if inbound.len() >= READ_BATCH {
+                break false;
+            }
+            if inbound.len() == permits.num_permits() {
+                match decoded.clone().try_acquire_owned() {
+                    Ok(more) => permits.merge(more),
+                    Err(_) => break false,
+                }
+            }
+            match ch.try_recv() {
+                Some(ev) => next = Some(ev),
+                None => break false,
+            }
+        };
+        if !inbound.is_empty() {
+            if verify_ahead.load(Ordering::Relaxed) {
+                Inbound::verify_ahead(&mut inbound);
+            }
+            let msg = Internal::Messages {
+                conn,
+                channel: channel.clone(),
+                gen,
+                inbound,
+                _permits: permits,
+            };
+            if internal.send(msg).await.is_err() {
+                break;
+            }
+        }
+        if ended {
+            break;
         }
     }
     writer.abort();
@@ -240,19 +308,14 @@ pub(crate) fn prepare_broadcast(
     reply: oneshot::Sender<Result<SendOutcome, PeerError>>,
 ) {
     tokio::spawn(async move {
-        match tokio::task::spawn_blocking(move || job.run()).await {
-            Ok(prepared) => {
-                if let Err(mpsc::error::SendError(Internal::Prepared { reply, .. })) =
-                    internal.send(Internal::Prepared { prepared, reply }).await
-                {
-                    let _ = reply.send(Err(PeerError::Stopped));
-                }
-            }
-            Err(e) => {
-                let _ = reply.send(Err(PeerError::Internal(format!(
-                    "proof-of-work task failed: {e}"
-                ))));
-            }
+        let prepared = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| PeerError::Internal(format!("proof-of-work task failed: {e}")));
+        // The runtime counts the job finished either way.
+        if let Err(mpsc::error::SendError(Internal::Prepared { reply, .. })) =
+            internal.send(Internal::Prepared { prepared, reply }).await
+        {
+            let _ = reply.send(Err(PeerError::Stopped));
         }
     });
 }

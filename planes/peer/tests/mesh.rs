@@ -31,11 +31,15 @@ fn hexkey(kp: &KeyPair) -> String {
 }
 
 async fn node(seed: u8, sidechannel: SidechannelConfig) -> Node {
-    let kp = kp(seed);
     let cfg = PeerConfig {
         sidechannel,
         ..PeerConfig::default()
     };
+    node_with(seed, cfg).await
+}
+
+async fn node_with(seed: u8, cfg: PeerConfig) -> Node {
+    let kp = kp(seed);
     let (h, _task) = PeerRuntime::spawn(cfg, kp.clone(), NoNetwork).expect("runtime");
     let (tx, events) = mpsc::channel(4096);
     h.add_sink(tx).await.unwrap();
@@ -440,4 +444,60 @@ async fn send_without_peers_and_implicit_join() {
     .await;
     a.h.shutdown().await;
     assert_eq!(a.h.stats().await, Err(PeerError::Stopped));
+}
+
+/// 64 senders keep the runtime's command queue full while the channel's writer queue
+/// holds only 8 frames: local sends wait for the network instead of being dropped, both
+/// when they are signed in the runtime task and when a proof of work runs on a blocking
+/// thread first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_sends_is_paced_to_the_network_not_dropped() {
+    burst_of_sends(false, 30).await;
+    burst_of_sends(true, 4).await;
+}
+
+async fn burst_of_sends(proof_of_work: bool, each: usize) {
+    const SENDERS: usize = 64;
+    let sidechannel = SidechannelConfig {
+        pow_enabled: proof_of_work,
+        pow_difficulty: 2,
+        rate_bytes_per_second: 0,
+        ..SidechannelConfig::default()
+    };
+    let small_queue = PeerConfig {
+        channel_send_queue: 8,
+        sidechannel: sidechannel.clone(),
+        ..PeerConfig::default()
+    };
+    let a = node_with(1, small_queue).await;
+    let mut b = node(2, sidechannel).await;
+    mesh(&[&a, &b]).await;
+    wait_open(&a, 1).await;
+    wait_open(&b, 1).await;
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let h = a.h.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    let out = h
+                        .send("0000intercom", json!(format!("{s}-{i}")), None, None)
+                        .await
+                        .unwrap();
+                    assert_eq!(out.peers, 1);
+                }
+            })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < SENDERS * each {
+        let (_, msg, _) = next_message(&mut b).await;
+        assert!(seen.insert(msg.clone()), "delivered twice: {msg}");
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let stats = a.h.stats().await.unwrap();
+    assert_eq!(stats.send_queue_full, 0, "{stats:?}");
+    a.h.shutdown().await;
+    b.h.shutdown().await;
 }
