@@ -118,18 +118,31 @@ impl Congestion {
 mod tests {
     use super::*;
 
+    /// A writer queue of `capacity` with `queued` frames, each recorded as a runtime send
+    /// would (a one-second stall limit).
+    fn queue(
+        capacity: usize,
+        queued: usize,
+    ) -> (WriterQueue, mpsc::Receiver<Arc<[u8]>>, Congestion) {
+        let (tx, rx) = mpsc::channel::<Arc<[u8]>>(capacity);
+        let mut congestion = Congestion::new(capacity, 1, Duration::from_secs(1));
+        for _ in 0..queued {
+            send(&tx, &mut congestion);
+        }
+        (tx, rx, congestion)
+    }
+
+    fn send(tx: &WriterQueue, congestion: &mut Congestion) {
+        tx.try_send(Arc::from(&b"x"[..])).unwrap();
+        congestion.after_send(tx);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_nearly_full_queue_holds_commands_until_it_drains() {
-        let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(8);
-        let mut congestion = Congestion::new(8, 1, Duration::from_secs(1));
-        for _ in 0..6 {
-            tx.try_send(Arc::from(&b"x"[..])).unwrap();
-            congestion.after_send(&tx);
-        }
         // The headroom is 8 / 4 = 2 free slots: six queued frames leave exactly that.
+        let (tx, mut rx, mut congestion) = queue(8, 6);
         assert!(congestion.pending().is_none());
-        tx.try_send(Arc::from(&b"x"[..])).unwrap();
-        congestion.after_send(&tx);
+        send(&tx, &mut congestion);
         let wait = congestion.pending().expect("7 of 8 queued is congested");
         let waiter = tokio::spawn(wait.wait());
         tokio::task::yield_now().await;
@@ -144,12 +157,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_queue_nobody_reads_stops_holding_commands_after_the_stall_limit() {
-        let (tx, _rx) = mpsc::channel::<Arc<[u8]>>(4);
-        let mut congestion = Congestion::new(4, 1, Duration::from_secs(1));
-        for _ in 0..4 {
-            tx.try_send(Arc::from(&b"x"[..])).unwrap();
-            congestion.after_send(&tx);
-        }
+        let (_tx, _rx, mut congestion) = queue(4, 4);
         let started = Instant::now();
         congestion.pending().expect("full").wait().await;
         assert_eq!(started.elapsed(), Duration::from_secs(1));
@@ -161,12 +169,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_queue_that_moves_keeps_holding_commands() {
-        let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(8);
-        let mut congestion = Congestion::new(8, 1, Duration::from_secs(1));
-        for _ in 0..8 {
-            tx.try_send(Arc::from(&b"x"[..])).unwrap();
-            congestion.after_send(&tx);
-        }
+        let (_tx, mut rx, mut congestion) = queue(8, 8);
         congestion.pending().expect("full").wait().await;
         rx.recv().await.unwrap(); // one frame taken in that second: progress
         assert!(
@@ -182,12 +185,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_closed_queue_holds_nothing() {
-        let (tx, rx) = mpsc::channel::<Arc<[u8]>>(4);
-        let mut congestion = Congestion::new(4, 1, Duration::from_secs(1));
-        for _ in 0..4 {
-            tx.try_send(Arc::from(&b"x"[..])).unwrap();
-            congestion.after_send(&tx);
-        }
+        let (_tx, rx, mut congestion) = queue(4, 4);
         drop(rx);
         assert!(congestion.pending().is_none());
     }

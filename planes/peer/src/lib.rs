@@ -31,8 +31,8 @@
 //!   queue drops the frame and reports it ([`PeerEvent::SendDropped`], counted in
 //!   [`RuntimeStats::send_queue_full`]). The plane task never waits on a peer; instead,
 //!   while a writer queue is more than three quarters full it takes no new command, so
-//!   local sends are paced to the network (for at most `send_stall_limit` per congestion:
-//!   a peer that stops reading loses frames rather than stalling everyone).
+//!   local sends are paced to the network (a peer that takes no frame for
+//!   `send_stall_limit` loses frames rather than stalling everyone).
 //! * `CloseChannel`: the channel task closes the channel; the protocol is unpaired.
 //! * Events: `Joined`/`Left` become [`Discovery::join`]/[`Discovery::leave`]; every event
 //!   goes to the [`EventSink`]s (the bridge's [`BridgeSink`], the [`cli::ConsoleSink`]).

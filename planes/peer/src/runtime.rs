@@ -40,8 +40,8 @@ pub struct PeerConfig {
     /// queue is more than three quarters full the runtime takes no new command (local
     /// sends wait for the network instead of being dropped).
     pub channel_send_queue: usize,
-    /// How long a nearly full writer queue may hold commands back before its peer is
-    /// treated as stalled and frames to it are dropped again.
+    /// How long a nearly full writer queue may hold commands back without its peer taking
+    /// a single frame before that peer is treated as stalled (frames to it are dropped).
     pub send_stall_limit: Duration,
     /// Mux operations (pair, unpair, reject) queued per connection.
     pub conn_ctl_queue: usize,
