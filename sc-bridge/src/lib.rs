@@ -73,8 +73,9 @@
 //! * `max_frame_bytes` (default 1 MiB + 64 KiB): a larger frame or message gets `frame_too_large`, then close 1009.
 //! * `max_clients` (default 256): further TCP connections are closed immediately, before the handshake.
 //! * `outbound_queue` (default 16,384 frames), `outbound_queue_bytes` (16 MiB) and `write_timeout` (10 s): a client
-//!   that stops reading is disconnected once its queue is full instead of buffering without bound; other clients
-//!   are never delayed by it.
+//!   that stops reading is disconnected once its queue is full instead of buffering without bound (what its socket
+//!   still takes within 2 s is followed by an `error` with code `slow_consumer` and close 1013); other clients are
+//!   never delayed by it.
 //! * `auth_timeout` (30 s): unauthenticated clients get `auth_timeout`, then close 1008.
 //! * `max_auth_failures` (5): after that many wrong tokens the connection is closed (1008).
 //! * `rate_limit` (50,000/s, burst 20,000, per client; a guard against runaway loops, high enough for bursts at full

@@ -39,7 +39,9 @@ use tokio::task::JoinSet;
 use crate::backend::{Backend, DynBackend, SubnetRequest};
 use crate::error::{BridgeError, ErrorCode};
 use crate::filter::{Filter, FilterScope};
-use crate::protocol::{encode_reply, parse_frame, DecodeError, Event, Hello, ServerMessage};
+use crate::protocol::{
+    encode_reply, parse_frame, DecodeError, ErrorReply, Event, Hello, ServerMessage,
+};
 use crate::session::{
     error, Call, CloseReason, Outcome, RateLimiter, Session, SessionConfig, Step,
 };
@@ -160,6 +162,8 @@ struct ClientHandle {
     /// Bytes of the text frames in `tx` not yet taken by the writer.
     queued_bytes: AtomicUsize,
     kicked: AtomicBool,
+    /// Kicked because its queue overflowed: the writer says so before closing.
+    too_slow: AtomicBool,
     kick_notify: Notify,
 }
 
@@ -189,6 +193,12 @@ impl ClientHandle {
             self.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
         }
         result
+    }
+
+    /// Disconnects a client whose queue overflowed, telling it why (`slow_consumer`).
+    fn kick_too_slow(&self) {
+        self.too_slow.store(true, Ordering::SeqCst);
+        self.kick();
     }
 
     fn kick(&self) {
@@ -288,7 +298,7 @@ impl Publisher {
                     tracing::warn!(
                         "sc-bridge: client outbound queue full; disconnecting slow consumer"
                     );
-                    client.kick();
+                    client.kick_too_slow();
                     report.disconnected += 1;
                 }
                 Err(mpsc::error::TrySendError::Closed(())) => {}
@@ -453,6 +463,9 @@ impl Drop for Bridge {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long a closing connection's writer may take to flush its last frames.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// How long a client disconnected as too slow has to take what its socket still holds
+/// and the reason.
+const TOO_SLOW_GRACE: Duration = Duration::from_secs(2);
 
 async fn accept_loop(
     listener: TcpListener,
@@ -518,9 +531,18 @@ async fn writer(
     loop {
         let out = match next.take() {
             Some(out) => out,
-            None => match rx.recv().await {
-                Some(out) => out,
-                None => break,
+            None => tokio::select! {
+                biased;
+                () = client.kicked() => {
+                    if client.too_slow.load(Ordering::SeqCst) {
+                        say_too_slow(&mut sink).await;
+                    }
+                    break;
+                }
+                out = rx.recv() => match out {
+                    Some(out) => out,
+                    None => break,
+                },
             },
         };
         match out {
@@ -570,6 +592,26 @@ async fn writer(
     client.kick();
 }
 
+/// Tells a client disconnected for not reading fast enough why (an `error` with code
+/// `slow_consumer`, then close 1013), dropping what was still queued for it. The socket
+/// may not take it; the connection ends either way.
+async fn say_too_slow(sink: &mut Sender) {
+    let error = ServerMessage::Error(ErrorReply::new(
+        ErrorCode::SlowConsumer,
+        "Disconnected: events were not read fast enough.",
+    ));
+    let frame = CloseFrame {
+        code: CloseCode::Again,
+        reason: Utf8Bytes::from_static("slow consumer"),
+    };
+    let farewell = async {
+        sink.feed(Message::Text(encode_reply(None, &error).into()))
+            .await?;
+        sink.close(Some(frame)).await
+    };
+    let _ = tokio::time::timeout(TOO_SLOW_GRACE, farewell).await;
+}
+
 /// Why the read loop ended.
 enum End {
     Done,
@@ -607,6 +649,7 @@ async fn serve_conn(
         tx,
         queued_bytes: AtomicUsize::new(0),
         kicked: AtomicBool::new(false),
+        too_slow: AtomicBool::new(false),
         kick_notify: Notify::new(),
     });
     let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
@@ -629,8 +672,11 @@ async fn serve_conn(
             let _ = client.tx.try_send(Outbound::Close(code, reason));
         }
     }
-    // The writer ends once the queue is drained (or on its first failure); a kicked client gets no grace.
-    let grace = if client.kicked.load(Ordering::SeqCst) {
+    // The writer ends once the queue is drained (or on its first failure); a kicked client gets no grace, except
+    // to be told it was too slow.
+    let grace = if client.too_slow.load(Ordering::SeqCst) {
+        TOO_SLOW_GRACE
+    } else if client.kicked.load(Ordering::SeqCst) {
         Duration::ZERO
     } else {
         CLOSE_GRACE

@@ -946,6 +946,50 @@ async fn slow_client_is_cut_off(cfg: BridgeConfig) {
 }
 
 #[tokio::test]
+async fn a_slow_reader_is_told_why_it_was_disconnected() {
+    let (bridge, _mock) = start(BridgeConfig {
+        outbound_queue: 8,
+        ..config()
+    })
+    .await;
+    let mut slow = Client::authed(bridge.local_addr()).await;
+    let blob = "z".repeat(64 * 1024);
+    let mut sent = 0;
+    while bridge
+        .publish(sc_event("c", &sent.to_string(), json!(blob)))
+        .disconnected
+        == 0
+    {
+        sent += 1;
+        assert!(sent < 2000, "never disconnected");
+    }
+    // Reading again now, it gets some of the events, then the reason and the close.
+    let mut events = 0;
+    let reason = loop {
+        let msg = tokio::time::timeout(WAIT, slow.ws.next())
+            .await
+            .expect("timed out")
+            .expect("connection ended without a reason")
+            .expect("read error");
+        match msg {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "error" {
+                    break v;
+                }
+                assert_eq!(v["id"], events.to_string(), "events arrive in order");
+                events += 1;
+            }
+            other => panic!("expected text frames before the close, got {other:?}"),
+        }
+    };
+    assert!(events < sent, "{events} of {sent} events, then the reason");
+    assert_eq!(reason["code"], "slow_consumer");
+    assert_eq!(slow.expect_close().await, Some(CloseCode::Again));
+    bridge.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_clients_with_going_away() {
     let (bridge, _mock) = start(config()).await;
     let addr = bridge.local_addr();
