@@ -97,8 +97,6 @@ async fn peer(seed: u8, boot: SocketAddrV4, pow: bool, tx: mpsc::Sender<PeerEven
             max_seen: 100_000,
             ..SidechannelConfig::default()
         },
-        channel_send_queue: 4096,
-        internal_queue: 8192,
         ..PeerConfig::default()
     };
     let (h, _task) = PeerRuntime::spawn(cfg, keypair, queue).expect("runtime");
