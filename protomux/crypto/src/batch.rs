@@ -215,6 +215,47 @@ mod tests {
     }
 
     #[test]
+    fn every_single_bit_flip_of_signature_or_key_is_judged_as_libsodium_does() {
+        let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_seed(&[i; 32])).collect();
+        let messages: Vec<Vec<u8>> = (0..4).map(|i| format!("m{i}").into_bytes()).collect();
+        let signatures: Vec<[u8; 64]> =
+            keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        for (field, len) in [("signature", 64), ("key", 32)] {
+            for byte in 0..len {
+                for bit in 0..8 {
+                    let mut signature = signatures[3];
+                    let mut key = keys[3].public_key;
+                    match field {
+                        "signature" => signature[byte] ^= 1 << bit,
+                        _ => key[byte] ^= 1 << bit,
+                    }
+                    let mut items: Vec<SignedMessage<'_>> = (0..3)
+                        .map(|i| SignedMessage {
+                            signature: &signatures[i],
+                            message: &messages[i],
+                            public_key: &keys[i].public_key,
+                        })
+                        .collect();
+                    items.push(SignedMessage {
+                        signature: &signature,
+                        message: &messages[3],
+                        public_key: &key,
+                    });
+                    let single: Vec<bool> = items
+                        .iter()
+                        .map(|i| verify(i.signature, i.message, i.public_key))
+                        .collect();
+                    assert_eq!(
+                        verify_batch(&items),
+                        single,
+                        "{field} byte {byte} bit {bit}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_field_prime_and_above_are_non_canonical() {
         let mut p = [0xffu8; 32];
         p[0] = 0xed;
