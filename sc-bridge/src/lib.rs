@@ -84,6 +84,7 @@
 //! * `handshake_timeout` (10 s) and `backend_timeout` (60 s, then a `timeout` error).
 //!
 //! Behaviour changes:
+//! * On shutdown every client gets an `error` with code `shutting_down`, then close 1001.
 //! * The token is compared in constant time (the reference uses `===`).
 //! * `send` without a `message` field is rejected with `Missing message.` (`missing_field`); the reference would
 //!   broadcast `undefined`.

@@ -669,6 +669,13 @@ async fn serve_conn(
     ctx.shared.clients().remove(&id);
     if let End::Close(code, reason) = end {
         if !client.kicked.load(Ordering::SeqCst) {
+            if code == CloseCode::Away {
+                let error = ServerMessage::Error(ErrorReply::new(
+                    ErrorCode::ShuttingDown,
+                    "The bridge is shutting down.",
+                ));
+                let _ = client.try_queue(&encode_reply(None, &error).into(), usize::MAX);
+            }
             let _ = client.tx.try_send(Outbound::Close(code, reason));
         }
     }

@@ -997,8 +997,10 @@ async fn shutdown_closes_clients_with_going_away() {
     let mut anon = Client::connect_hello(addr).await;
     let publisher = bridge.publisher();
     bridge.shutdown().await;
-    assert_eq!(c.expect_close().await, Some(CloseCode::Away));
-    assert_eq!(anon.expect_close().await, Some(CloseCode::Away));
+    for client in [&mut c, &mut anon] {
+        assert_eq!(client.recv().await["code"], "shutting_down");
+        assert_eq!(client.expect_close().await, Some(CloseCode::Away));
+    }
     assert_eq!(publisher.client_count(), 0);
     assert_eq!(
         publisher.publish(sc_event("c", "late", json!(1))).delivered,
