@@ -208,11 +208,12 @@ impl Session {
                 return Step::Reply(ServerMessage::AuthOk);
             }
             self.auth_failures = self.auth_failures.saturating_add(1);
-            let reply = error(ErrorCode::Unauthorized, "Unauthorized.");
             if cfg.max_auth_failures > 0 && self.auth_failures >= cfg.max_auth_failures {
+                // The reference's text, with the code that says the connection closes.
+                let reply = error(ErrorCode::TooManyAuthFailures, "Unauthorized.");
                 return Step::ReplyAndClose(reply, CloseReason::TooManyAuthFailures);
             }
-            return Step::Reply(reply);
+            return Step::Reply(error(ErrorCode::Unauthorized, "Unauthorized."));
         }
         if cfg.require_auth && !self.authed {
             return Step::Reply(error(ErrorCode::Unauthorized, "Unauthorized."));

@@ -609,7 +609,7 @@ async fn auth_timeout_and_auth_failure_cap_close_the_connection() {
     );
     assert_eq!(
         guesser.req(json!({"type":"auth","token":"b"})).await,
-        err("Unauthorized.", "unauthorized")
+        err("Unauthorized.", "too_many_auth_failures")
     );
     assert_eq!(guesser.expect_close().await, Some(CloseCode::Policy));
 
