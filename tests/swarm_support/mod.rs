@@ -155,6 +155,11 @@ impl JsSwarm {
         stdin.flush().await.expect("flush");
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Resident memory of the process in bytes.
     pub fn rss(&self) -> Option<u64> {
         vm_rss_bytes(self.child.id()?)
