@@ -343,3 +343,36 @@ async fn dropped_handles_finish_in_the_background() {
     .await
     .unwrap();
 }
+
+/// Request/response on one thread: the echo's reply carries its ack, so each side sends
+/// about one datagram per round trip instead of a bare ack plus the data.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reply_carries_the_ack_of_the_request() {
+    const ROUNDS: u64 = 200;
+    let (_a, _b, mut sa, mut sb) = pair(SocketConfig::default()).await;
+    let echo = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        for _ in 0..ROUNDS {
+            sb.read_exact(&mut buf).await.unwrap();
+            sb.write_all(&buf).await.unwrap();
+        }
+        sb
+    });
+    tokio::time::timeout(LIMIT, async {
+        let mut buf = [0u8; 64];
+        for i in 0..ROUNDS {
+            sa.write_all(&[i as u8; 64]).await.unwrap();
+            sa.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf, [i as u8; 64]);
+        }
+    })
+    .await
+    .expect("ping-pong");
+    let sb = echo.await.unwrap();
+    let sent = sb.stats().packets_tx;
+    // Without the wait: one bare ack and one data packet per round (2 x ROUNDS).
+    assert!(
+        sent < ROUNDS * 3 / 2,
+        "echo sent {sent} datagrams for {ROUNDS} replies"
+    );
+}

@@ -276,6 +276,18 @@ impl State {
         }
     }
 
+    /// Hands what the dirty streams received to their handles (wakers into `wake`)
+    /// without polling transmissions; true when a reader was woken.
+    fn wake_readers(&mut self, wake: &mut Vec<Waker>) -> bool {
+        let before = wake.len();
+        for id in &self.dirty {
+            if let Some(slot) = self.streams.get_mut(id) {
+                Self::events(slot, wake, self.cfg.stream.max_queued_messages);
+            }
+        }
+        wake.len() > before
+    }
+
     /// Polls dirty streams: transmissions into `batch`, events to the handles.
     fn poll_streams(&mut self, now: Instant, batch: &mut SendBatch, wake: &mut Vec<Waker>) {
         // Raw datagrams first, they are few.
@@ -635,6 +647,10 @@ impl UdxSocket {
     }
 }
 
+/// Receive batches of at most this many datagrams give the woken readers one runtime turn
+/// before acks are written (see `drive`).
+const ACK_WAIT_BATCH: usize = 2;
+
 async fn drive<I: DatagramIo>(shared: Arc<Shared>, io: I) {
     let mut slots = vec![0u8; RECV_BATCH * RECV_SLOT];
     let mut got: Vec<(usize, SocketAddr)> = Vec::with_capacity(RECV_BATCH);
@@ -681,7 +697,26 @@ async fn drive<I: DatagramIo>(shared: Arc<Shared>, io: I) {
             }
         }
 
-        let now = Instant::now();
+        let mut now = Instant::now();
+        if !got.is_empty() && got.len() <= ACK_WAIT_BATCH {
+            // A few datagrams (request/response traffic, not a bulk stream): let the woken
+            // readers run before the acks are written, so a reply carries the ack instead
+            // of a bare ack going out first and waking the peer for nothing.
+            let woke = {
+                let mut st = shared.lock();
+                for (k, (n, from)) in got.iter().enumerate() {
+                    let bytes = &slots[k * RECV_SLOT..k * RECV_SLOT + n];
+                    st.on_datagram(now, *from, bytes);
+                }
+                got.clear();
+                st.wake_readers(&mut wake)
+            };
+            wake.drain(..).for_each(Waker::wake);
+            if woke {
+                tokio::task::yield_now().await;
+                now = Instant::now();
+            }
+        }
         let finished;
         {
             let mut st = shared.lock();
