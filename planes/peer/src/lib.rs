@@ -40,7 +40,8 @@
 //! Sends that need a proof of work run it on a blocking thread: `begin_broadcast` in the
 //! task, [`tokio::task::spawn_blocking`] for `BroadcastJob::run`, `finish_broadcast` back
 //! in the task. Without proof of work the payload is signed in the task itself (one
-//! Ed25519 signature costs less than the two hops, and a burst stays in order). `/sc_open` requests and control payloads are built inline (one proof of work each
+//! Ed25519 signature costs less than the two hops, and a burst stays in order).
+//! `/sc_open` requests and control payloads are built inline (one proof of work each
 //! at the configured difficulty, about 4,096 hashes at the default 12 bits).
 //!
 //! # The network seam

@@ -698,32 +698,24 @@ async fn drive<I: DatagramIo>(shared: Arc<Shared>, io: I) {
         }
 
         let mut now = Instant::now();
-        if !got.is_empty() && got.len() <= ACK_WAIT_BATCH {
-            // A few datagrams (request/response traffic, not a bulk stream): let the woken
-            // readers run before the acks are written, so a reply carries the ack instead
-            // of a bare ack going out first and waking the peer for nothing.
-            let woke = {
-                let mut st = shared.lock();
-                for (k, (n, from)) in got.iter().enumerate() {
-                    let bytes = &slots[k * RECV_SLOT..k * RECV_SLOT + n];
-                    st.on_datagram(now, *from, bytes);
-                }
-                got.clear();
-                st.wake_readers(&mut wake)
-            };
-            wake.drain(..).for_each(Waker::wake);
-            if woke {
-                tokio::task::yield_now().await;
-                now = Instant::now();
-            }
-        }
-        let finished;
-        {
+        let wait_for_readers = {
             let mut st = shared.lock();
             for (k, (n, from)) in got.iter().enumerate() {
                 let bytes = &slots[k * RECV_SLOT..k * RECV_SLOT + n];
                 st.on_datagram(now, *from, bytes);
             }
+            // A few datagrams (request/response traffic, not a bulk stream): let the woken
+            // readers run before the acks are written, so a reply carries the ack instead
+            // of a bare ack going out first and waking the peer for nothing.
+            (1..=ACK_WAIT_BATCH).contains(&got.len()) && st.wake_readers(&mut wake)
+        };
+        if wait_for_readers {
+            wake.drain(..).for_each(Waker::wake);
+            tokio::task::yield_now().await;
+            now = Instant::now();
+        }
+        let finished = {
+            let mut st = shared.lock();
             st.run_timers(now);
             batch.clear();
             st.poll_streams(now, &mut batch, &mut wake);
@@ -732,11 +724,13 @@ async fn drive<I: DatagramIo>(shared: Arc<Shared>, io: I) {
                 shared.notify.notify_one();
             }
             deadline = st.next_deadline();
-            finished = (st.closing && st.streams.is_empty()) || (!io_ok && st.streams.is_empty());
+            let finished =
+                (st.closing && st.streams.is_empty()) || (!io_ok && st.streams.is_empty());
             if finished {
                 st.stopped = true;
             }
-        }
+            finished
+        };
         wake.drain(..).for_each(Waker::wake);
 
         // Send without the lock, runs of equal-sized datagrams to one peer at once.
