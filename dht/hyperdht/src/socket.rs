@@ -229,14 +229,14 @@ impl NodeSocket {
 
     /// Sends one datagram now, best effort (UDP semantics: dropped when the socket
     /// buffer is full).
+    ///
+    /// The kernel is asked directly: tokio's `try_send_to` answers `WouldBlock` from its
+    /// own readiness record until the reactor has once seen the socket writable, which
+    /// dropped the first DHT requests of every fresh node (a one-second retry on each
+    /// `join`).
     pub fn send(&self, to: SocketAddrV4, bytes: &[u8]) {
-        if let Err(e) = self
-            .io
-            .0
-            .udp
-            .socket()
-            .try_send_to(bytes, SocketAddr::V4(to))
-        {
+        let socket = socket2::SockRef::from(self.io.0.udp.socket());
+        if let Err(e) = socket.send_to(bytes, &SocketAddr::V4(to).into()) {
             tracing::trace!(%to, error = %e, "udp send failed");
         }
     }
@@ -538,5 +538,31 @@ mod tests {
         assert_eq!(classify(&udx), Unmatched::Stream(7));
         assert_eq!(classify(&[0xff, 1, 0]), Unmatched::Other);
         assert_eq!(classify(&[]), Unmatched::Other);
+    }
+
+    #[tokio::test]
+    async fn the_first_datagram_of_a_fresh_socket_is_sent() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let Ok(SocketAddr::V4(to)) = receiver.local_addr() else {
+            panic!("receiver has no IPv4 address");
+        };
+        let sockets = Sockets::bind(SocketsConfig {
+            host: Ipv4Addr::LOCALHOST,
+            port: 0,
+            any_port: false,
+            udx: SocketConfig::default(),
+        })
+        .unwrap();
+        // Straight after binding, before the runtime has polled the socket once.
+        sockets.client().send(to, b"first");
+        sockets.server().send(to, b"second");
+        let mut buf = [0u8; 16];
+        let (n, _) = receiver.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"first");
+        let (n, _) = receiver.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"second");
     }
 }
