@@ -2,6 +2,7 @@
 //! batches and acknowledges each batch on stdout; the writer is killed with SIGKILL 20
 //! times at random moments, and after each kill every acknowledged entry must be there,
 //! with the right content, and the whole log must verify against its signed head.
+//! Every third entry is large enough for the store's blob file.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -31,8 +32,14 @@ fn log_cmd(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }
 
+/// Entry `i`: mostly short (kept inline in RocksDB), every third one 2 KB (kept in the
+/// store's blob file), so both ways of storing a block are killed mid-write.
 fn entry(i: u64) -> String {
-    format!("e-{i}")
+    if i % 3 == 0 {
+        format!("e-{i}-{}", "x".repeat(2000))
+    } else {
+        format!("e-{i}")
+    }
 }
 
 /// xorshift: random kill moments without a dependency.

@@ -235,15 +235,21 @@ async fn two_sources_and_a_tampered_block() {
             Durability::Process,
         )
         .unwrap();
+        let damaged: Vec<(Vec<u8>, Vec<u8>)> = (50..ENTRIES as u64)
+            .step_by(100)
+            .map(|block| {
+                let mut k = b"log/".to_vec();
+                k.extend_from_slice(&dk);
+                k.extend_from_slice(b"/b");
+                k.extend_from_slice(&block.to_be_bytes());
+                let mut value = kv.get_blob(&k).unwrap().expect("block stored");
+                value[0] ^= 0x20;
+                (k, value)
+            })
+            .collect();
         let mut batch = Batch::default();
-        for block in (50..ENTRIES as u64).step_by(100) {
-            let mut k = b"log/".to_vec();
-            k.extend_from_slice(&dk);
-            k.extend_from_slice(b"/b");
-            k.extend_from_slice(&block.to_be_bytes());
-            let mut value = kv.get(&k).unwrap().expect("block stored");
-            value[0] ^= 0x20;
-            batch.put(&k, &value);
+        for (k, value) in &damaged {
+            batch.put_blob(k, value);
         }
         kv.write(batch, true).unwrap();
     }

@@ -5,6 +5,7 @@
 //!   db/                     0700
 //!     keypair.json          0600  the peer's Ed25519 identity (created on first run)
 //!     state/                      RocksDB: decisions and whatever the planes persist
+//!       intercom-blobs            log blocks of 1 KiB and more, referenced from RocksDB
 //! ```
 //!
 //! The layout follows the JS Intercom (`stores/<peer>/db/keypair.json`), but the key file
@@ -18,6 +19,8 @@
 //! Planes see storage through the [`KvStore`] trait; [`MemoryStore`] implements it for
 //! tests and [`RocksStore`] for the binary.
 
+#[cfg(feature = "rocksdb")]
+mod blobs;
 mod kv;
 #[cfg(feature = "rocksdb")]
 mod peer_store;

@@ -5,7 +5,8 @@
 //! log/<discovery key>/h                 header: key, manifest, fork, length, bytes,
 //!                                       signature, contiguous length
 //! log/<discovery key>/n<index u64 BE>   tree node: size, hash
-//! log/<discovery key>/b<block u64 BE>   block value
+//! log/<discovery key>/b<block u64 BE>   block value (a blob: large ones live in the
+//!                                       store's blob file, see `Batch::put_blob`)
 //! log/<discovery key>/f<page u64 BE>    have-bitfield page (sparse logs)
 //! ```
 //!
@@ -302,7 +303,7 @@ impl Log {
         if !self.has(block) {
             return Ok(None);
         }
-        Ok(self.kv.get(&self.store_key(b'b', Some(block)))?)
+        Ok(self.kv.get_blob(&self.store_key(b'b', Some(block)))?)
     }
 
     /// Learns the manifest of a log opened by key; it must hash to the key.
@@ -318,7 +319,7 @@ impl Log {
         Ok(())
     }
 
-    fn put_header(&self, batch: &mut Batch, head: &TreeHead) {
+    fn put_header(&self, batch: &mut Batch<'_>, head: &TreeHead) {
         let header = Header {
             key: self.key,
             manifest: self.verifier.as_ref().map(|v| v.encoded.clone()),
@@ -347,7 +348,7 @@ impl Log {
             for node in head.append(entry.as_ref()) {
                 batch.put(&self.store_key(b'n', Some(node.index)), &encode_node(&node));
             }
-            batch.put(&self.store_key(b'b', Some(block)), entry.as_ref());
+            batch.put_blob(&self.store_key(b'b', Some(block)), entry.as_ref());
         }
         if head.length > flat::MAX_LENGTH {
             return Err(LogError::InvalidRequest("log is full".into()));
@@ -399,7 +400,7 @@ impl Log {
         for block in 0..self.head.length {
             let value = self
                 .kv
-                .get(&self.store_key(b'b', Some(block)))?
+                .get_blob(&self.store_key(b'b', Some(block)))?
                 .ok_or_else(|| self.corrupt(format!("block {block} is missing")))?;
             for node in rebuilt.append(&value) {
                 let stored = self.required(node.index)?;
@@ -463,7 +464,7 @@ impl Log {
         let mut new_block = None;
         if let (Some(b), Some(v)) = (&proof.block, value) {
             if !self.has(b.index) {
-                batch.put(&self.store_key(b'b', Some(b.index)), v);
+                batch.put_blob(&self.store_key(b'b', Some(b.index)), v);
                 new_block = Some(b.index);
             }
         }

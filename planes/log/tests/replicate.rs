@@ -100,15 +100,21 @@ async fn two_sources_one_damaged() {
     drop(conn);
     // Damage every 100th block of the writer's store.
     let dk = caps::discovery_key(&key);
+    let damaged: Vec<(Vec<u8>, Vec<u8>)> = (50..3000u64)
+        .step_by(100)
+        .map(|block| {
+            let mut k = b"log/".to_vec();
+            k.extend_from_slice(&dk);
+            k.extend_from_slice(b"/b");
+            k.extend_from_slice(&block.to_be_bytes());
+            let mut v = kv.get_blob(&k).unwrap().unwrap();
+            v[0] ^= 1;
+            (k, v)
+        })
+        .collect();
     let mut batch = Batch::default();
-    for block in (50..3000u64).step_by(100) {
-        let mut k = b"log/".to_vec();
-        k.extend_from_slice(&dk);
-        k.extend_from_slice(b"/b");
-        k.extend_from_slice(&block.to_be_bytes());
-        let mut v = kv.get(&k).unwrap().unwrap();
-        v[0] ^= 1;
-        batch.put(&k, &v);
+    for (k, v) in &damaged {
+        batch.put_blob(k, v);
     }
     kv.write(batch, true).unwrap();
 
