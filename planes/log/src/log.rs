@@ -335,7 +335,7 @@ impl Log {
     }
 
     /// Appends `entries` and returns the new length. Durable when this returns.
-    pub fn append<E: AsRef<[u8]>>(&mut self, entries: &[E]) -> Result<u64, LogError> {
+    pub fn append<E: AsRef<[u8]> + Sync>(&mut self, entries: &[E]) -> Result<u64, LogError> {
         let keypair = self.keypair.as_ref().ok_or(LogError::ReadOnly)?;
         if entries.is_empty() {
             return Ok(self.head.length);
@@ -343,9 +343,9 @@ impl Log {
         let mut head = self.head.clone();
         let mut batch = Batch::default();
         let start = head.length;
-        for entry in entries {
+        for (leaf, entry) in hash_leaves(start, entries).into_iter().zip(entries) {
             let block = head.length;
-            for node in head.append(entry.as_ref()) {
+            for node in head.append_leaf(leaf) {
                 batch.put(&self.store_key(b'n', Some(node.index)), &encode_node(&node));
             }
             batch.put_blob(&self.store_key(b'b', Some(block)), entry.as_ref());
@@ -541,6 +541,48 @@ fn be_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
+/// Batches of at least this many bytes have their leaves hashed on several threads.
+const PARALLEL_HASH_MIN_BYTES: usize = 256 * 1024;
+/// At most this many hashing threads per append.
+const MAX_HASH_THREADS: usize = 4;
+
+/// The leaf nodes of `entries` appended from block `start`. BLAKE2b is most of the time
+/// of a large append, so a large batch is split across the machine's cores.
+fn hash_leaves<E: AsRef<[u8]> + Sync>(start: u64, entries: &[E]) -> Vec<Node> {
+    let bytes: usize = entries.iter().map(|e| e.as_ref().len()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_HASH_THREADS)
+        .min(entries.len());
+    let leaf = |(i, e): (usize, &E)| Node::leaf(start + i as u64, e.as_ref());
+    if bytes < PARALLEL_HASH_MIN_BYTES || threads < 2 {
+        return entries.iter().enumerate().map(leaf).collect();
+    }
+    let chunk = entries.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = entries.chunks(chunk).enumerate().map(|(c, part)| {
+            let first = c * chunk;
+            move || -> Vec<Node> {
+                part.iter()
+                    .enumerate()
+                    .map(|(i, e)| leaf((first + i, e)))
+                    .collect()
+            }
+        });
+        // The first part is hashed here, the others on their own threads.
+        let here = parts.next();
+        let spawned: Vec<_> = parts.map(|part| scope.spawn(part)).collect();
+        let mut leaves = here.map_or_else(Vec::new, |part| part());
+        for handle in spawned {
+            match handle.join() {
+                Ok(part) => leaves.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        leaves
+    })
+}
+
 fn encode_node(node: &Node) -> Vec<u8> {
     let mut w = Writer::with_capacity(41);
     w.uint(node.size).fixed(&node.hash);
@@ -599,5 +641,26 @@ impl<'a> Decode<'a> for Header {
             signature: r.buffer()?.to_vec(),
             contiguous: r.uint()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_hashed_on_several_threads_match_one_by_one() {
+        // Uneven sizes and a count that does not split evenly, well over the threshold.
+        let entries: Vec<Vec<u8>> = (0..1001u32)
+            .map(|i| vec![(i % 253) as u8; 100 + (i as usize * 37) % 900])
+            .collect();
+        assert!(entries.iter().map(Vec::len).sum::<usize>() >= PARALLEL_HASH_MIN_BYTES);
+        let start = 77;
+        let leaves = hash_leaves(start, &entries);
+        assert_eq!(leaves.len(), entries.len());
+        for (i, (leaf, entry)) in leaves.iter().zip(&entries).enumerate() {
+            assert_eq!(*leaf, Node::leaf(start + i as u64, entry), "leaf {i}");
+        }
+        assert!(hash_leaves::<Vec<u8>>(start, &[]).is_empty());
     }
 }

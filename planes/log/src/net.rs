@@ -58,7 +58,7 @@ impl SharedReplica {
     }
 
     /// Appends to our own log, tells every peer, and returns the new length (durable).
-    pub fn append<E: AsRef<[u8]>>(&self, entries: &[E]) -> Result<u64, LogError> {
+    pub fn append<E: AsRef<[u8]> + Sync>(&self, entries: &[E]) -> Result<u64, LogError> {
         let mut state = self.lock();
         let (length, out) = state.replica.append(entries)?;
         dispatch(&mut state, out);

@@ -106,7 +106,12 @@ impl TreeHead {
     /// Appends one block, returning every node that became known (the leaf and the
     /// parents completed by it), and updating the roots.
     pub fn append(&mut self, value: &[u8]) -> Vec<Node> {
-        let leaf = Node::leaf(self.length, value);
+        self.append_leaf(Node::leaf(self.length, value))
+    }
+
+    /// Appends the block whose leaf (hashed already) is `leaf`; as [`append`](Self::append).
+    pub fn append_leaf(&mut self, leaf: Node) -> Vec<Node> {
+        debug_assert_eq!(leaf.index, 2 * self.length, "leaf of the next block");
         let mut ite = Iterator::new(leaf.index);
         let mut added = Vec::with_capacity(8);
         self.append_root(leaf, &mut ite, &mut added);
