@@ -554,21 +554,15 @@ fn hash_leaves<E: AsRef<[u8]> + Sync>(start: u64, entries: &[E]) -> Vec<Node> {
         .map_or(1, |n| n.get())
         .min(MAX_HASH_THREADS)
         .min(entries.len());
-    let leaf = |(i, e): (usize, &E)| Node::leaf(start + i as u64, e.as_ref());
     if bytes < PARALLEL_HASH_MIN_BYTES || threads < 2 {
-        return entries.iter().enumerate().map(leaf).collect();
+        return Node::leaves(start, entries);
     }
     let chunk = entries.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let mut parts = entries.chunks(chunk).enumerate().map(|(c, part)| {
-            let first = c * chunk;
-            move || -> Vec<Node> {
-                part.iter()
-                    .enumerate()
-                    .map(|(i, e)| leaf((first + i, e)))
-                    .collect()
-            }
-        });
+        let mut parts = entries
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, part)| move || Node::leaves(start + (c * chunk) as u64, part));
         // The first part is hashed here, the others on their own threads.
         let here = parts.next();
         let spawned: Vec<_> = parts.map(|part| scope.spawn(part)).collect();

@@ -40,6 +40,38 @@ impl Node {
         }
     }
 
+    /// The leaf nodes of consecutive blocks from `first`, the same as [`Node::leaf`] on
+    /// each, but hashing four values at once in the SIMD lanes (blake2b_simd's
+    /// `update_many`: about twice libsodium's throughput on 4 KB blocks).
+    pub fn leaves<V: AsRef<[u8]>>(first: u64, values: &[V]) -> Vec<Node> {
+        let mut params = blake2b_simd::Params::new();
+        params.hash_length(32);
+        let mut states: Vec<blake2b_simd::State> = values
+            .iter()
+            .map(|v| {
+                let mut state = params.to_state();
+                state.update(&LEAF_TYPE);
+                state.update(&(v.as_ref().len() as u64).to_le_bytes());
+                state
+            })
+            .collect();
+        blake2b_simd::many::update_many(states.iter_mut().zip(values.iter().map(AsRef::as_ref)));
+        states
+            .iter_mut()
+            .zip(values)
+            .enumerate()
+            .map(|(i, (state, v))| {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(state.finalize().as_bytes());
+                Node {
+                    index: 2 * (first + i as u64),
+                    size: v.as_ref().len() as u64,
+                    hash,
+                }
+            })
+            .collect()
+    }
+
     /// The parent node at `index` of two sibling nodes (in either order).
     pub fn parent(index: u64, a: &Node, b: &Node) -> Node {
         let (left, right) = if a.index < b.index { (a, b) } else { (b, a) };
@@ -620,4 +652,30 @@ fn verify_upgrade(
         ));
     }
     Ok(queue.extra.is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_in_simd_lanes_match_libsodium_leaves() {
+        // Around BLAKE2b's 128-byte block edges (the 9-byte prefix shifts them), empty,
+        // and uneven counts that leave lanes unused.
+        let sizes = [0usize, 1, 118, 119, 120, 127, 128, 129, 247, 248, 1000, 4096, 4097];
+        for count in [1usize, 3, 4, 5, sizes.len()] {
+            let values: Vec<Vec<u8>> = sizes
+                .iter()
+                .take(count)
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|b| (b * 7 + i) as u8).collect())
+                .collect();
+            let leaves = Node::leaves(9, &values);
+            assert_eq!(leaves.len(), values.len());
+            for (i, (leaf, value)) in leaves.iter().zip(&values).enumerate() {
+                assert_eq!(*leaf, Node::leaf(9 + i as u64, value), "count {count}, value {i}");
+            }
+        }
+        assert!(Node::leaves::<Vec<u8>>(0, &[]).is_empty());
+    }
 }
