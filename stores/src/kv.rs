@@ -370,7 +370,9 @@ mod tests {
 
         // Blobs small and large, in batches with ordinary writes, read back in any order.
         let small = vec![3u8; 100];
-        let large: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 1024 + 4096 * i as usize]).collect();
+        let large: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| vec![i; 1024 + 4096 * i as usize])
+            .collect();
         let mut b = Batch::default();
         b.put_blob(b"blob/s", &small).put(b"c/1", b"x");
         for (i, v) in large.iter().enumerate() {
@@ -416,7 +418,10 @@ mod tests {
         let store = RocksStore::open(dir.path(), Durability::Process).unwrap();
         assert_eq!(store.get(b"last").unwrap(), Some(vec![2]));
         for round in 0..3u8 {
-            assert_eq!(store.get_blob(&[b'b', round]).unwrap(), Some(vec![round; 5000]));
+            assert_eq!(
+                store.get_blob(&[b'b', round]).unwrap(),
+                Some(vec![round; 5000])
+            );
         }
     }
 }

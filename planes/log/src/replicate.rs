@@ -348,7 +348,10 @@ impl Replica {
     }
 
     /// Appends to our own log and tells every peer. Durable when this returns.
-    pub fn append<E: AsRef<[u8]> + Sync>(&mut self, entries: &[E]) -> Result<(u64, Outgoing), LogError> {
+    pub fn append<E: AsRef<[u8]> + Sync>(
+        &mut self,
+        entries: &[E],
+    ) -> Result<(u64, Outgoing), LogError> {
         let start = self.log.length();
         let length = self.log.append(entries)?;
         let mut out = Vec::new();

@@ -662,7 +662,9 @@ mod tests {
     fn leaves_in_simd_lanes_match_libsodium_leaves() {
         // Around BLAKE2b's 128-byte block edges (the 9-byte prefix shifts them), empty,
         // and uneven counts that leave lanes unused.
-        let sizes = [0usize, 1, 118, 119, 120, 127, 128, 129, 247, 248, 1000, 4096, 4097];
+        let sizes = [
+            0usize, 1, 118, 119, 120, 127, 128, 129, 247, 248, 1000, 4096, 4097,
+        ];
         for count in [1usize, 3, 4, 5, sizes.len()] {
             let values: Vec<Vec<u8>> = sizes
                 .iter()
@@ -673,7 +675,11 @@ mod tests {
             let leaves = Node::leaves(9, &values);
             assert_eq!(leaves.len(), values.len());
             for (i, (leaf, value)) in leaves.iter().zip(&values).enumerate() {
-                assert_eq!(*leaf, Node::leaf(9 + i as u64, value), "count {count}, value {i}");
+                assert_eq!(
+                    *leaf,
+                    Node::leaf(9 + i as u64, value),
+                    "count {count}, value {i}"
+                );
             }
         }
         assert!(Node::leaves::<Vec<u8>>(0, &[]).is_empty());
