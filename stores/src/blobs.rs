@@ -16,10 +16,12 @@
 //! lose; bytes whose batch never made it are unreferenced garbage at the end of the file.
 //! The background syncer of `Durability::Process` syncs this file before the write-ahead
 //! log while holding the writer lock, so a synced log never references unsynced bytes.
-//! Blocks are never rewritten or deleted, so the file only grows.
+//! Blocks are never rewritten or deleted, so the file only grows; disk space is reserved
+//! ahead of it in [`PREALLOCATE`] steps.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -31,6 +33,11 @@ pub const BLOB_FILE_MIN: usize = 1024;
 /// The file's name inside the database directory (RocksDB ignores files it does not own).
 const FILE_NAME: &str = "intercom-blobs";
 
+/// Disk space reserved past the end of the file at a time (as RocksDB does for its
+/// write-ahead log): appends into reserved space do not wait for the block allocation of
+/// a concurrent sync of the same file (ext4 serialises both on the inode's block map),
+/// which halved the throughput of batched appends right after a run of single ones.
+const PREALLOCATE: u64 = 8 << 20;
 /// Unsynced bytes the syncer leaves for its sync under the writer lock.
 const UNLOCKED_SYNC_SLACK: u64 = 256 * 1024;
 /// Syncs without the lock per background sync, at most.
@@ -111,6 +118,9 @@ pub(crate) struct Appender {
     path: PathBuf,
     len: u64,
     synced: u64,
+    /// The end of the disk space reserved so far; `None` once the filesystem said it
+    /// cannot reserve.
+    reserved: Option<u64>,
 }
 
 impl BlobFile {
@@ -148,6 +158,7 @@ impl BlobFile {
                 path: path.clone(),
                 len,
                 synced: len,
+                reserved: Some(len),
             }),
             path,
             reader,
@@ -213,15 +224,15 @@ impl Appender {
             refs.push(BlobRef { offset, len });
             offset += u64::from(len);
         }
+        self.reserve(offset);
         let mut slices: Vec<IoSlice<'_>> = values.iter().map(|v| IoSlice::new(v)).collect();
         let mut rest = &mut slices[..];
         while !rest.is_empty() {
             match self.file.write_vectored(rest) {
                 Ok(0) => {
-                    return Err(self.error(
-                        "appending to",
-                        io::Error::from(io::ErrorKind::WriteZero),
-                    ))
+                    return Err(
+                        self.error("appending to", io::Error::from(io::ErrorKind::WriteZero))
+                    )
                 }
                 Ok(n) => IoSlice::advance_slices(&mut rest, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -237,6 +248,39 @@ impl Appender {
         }
         self.len = offset;
         Ok(refs)
+    }
+
+    /// Reserves disk space up to at least `end` (and [`PREALLOCATE`] past the current end)
+    /// without changing the file's size. Only an optimisation: a filesystem that cannot
+    /// reserve is not asked again.
+    fn reserve(&mut self, end: u64) {
+        let Some(reserved) = self.reserved else {
+            return;
+        };
+        if end <= reserved {
+            return;
+        }
+        let size = (end - self.len).max(PREALLOCATE);
+        let (Ok(offset), Ok(length)) = (i64::try_from(self.len), i64::try_from(size)) else {
+            return;
+        };
+        // SAFETY: fallocate only reads its integer arguments; the descriptor is open for
+        // writing and owned by `self.file` for the whole call.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                length,
+            )
+        };
+        if rc == 0 {
+            self.reserved = Some(self.len + size);
+        } else {
+            let e = io::Error::last_os_error();
+            tracing::debug!(path = %self.path.display(), error = %e, "cannot reserve space for the blob file");
+            self.reserved = None;
+        }
     }
 
     /// Syncs whatever was appended since the last sync.
@@ -298,7 +342,12 @@ mod tests {
             appender.sync().unwrap();
             refs
         };
+        // Reserved space is not part of the file: reopening appends right after the data.
+        let total: usize = values.iter().map(Vec::len).sum();
+        let size = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+        assert_eq!(size, total as u64);
         let file = BlobFile::open(dir.path()).unwrap();
+        assert_eq!(file.lock().len, size);
         for (value, blob) in values.iter().zip(&refs) {
             assert_eq!(&file.read(*blob).unwrap(), value);
         }
