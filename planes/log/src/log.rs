@@ -550,10 +550,10 @@ const MAX_HASH_THREADS: usize = 4;
 /// of a large append, so a large batch is split across the machine's cores.
 fn hash_leaves<E: AsRef<[u8]> + Sync>(start: u64, entries: &[E]) -> Vec<Node> {
     let bytes: usize = entries.iter().map(|e| e.as_ref().len()).sum();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_HASH_THREADS)
-        .min(entries.len());
+    // Asked once: the standard library reads the cgroup files on every call.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cores.min(MAX_HASH_THREADS).min(entries.len());
     if bytes < PARALLEL_HASH_MIN_BYTES || threads < 2 {
         return Node::leaves(start, entries);
     }
