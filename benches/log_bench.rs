@@ -236,7 +236,8 @@ async fn main() {
          ```sh\ncargo bench --bench log_bench          # {entries} entries of 4 KB for replication\n```\n\n\
          Append: a fresh log, {APPENDS} appends of each kind. Both sides acknowledge an append\n\
          once it would survive a crash of the process (JS hypercore: rocksdb-native without\n\
-         sync; ours: RocksDB's write-ahead log, synced to disk every 100 ms in the background).\n\
+         sync; ours: blocks of 1 KiB and more in the store's blob file, the rest in RocksDB's\n\
+         write-ahead log, both synced to disk every 100 ms in the background).\n\
          Replication: `intercom log serve` /\n\
          `intercom log replicate` processes vs tests/node/hypercore-peer.js (hypercore\n\
          11.37.1, corestore 7.12.5, hyperswarm 4.17.2) on a four-node loopback DHT; time from\n\
