@@ -244,7 +244,7 @@ async fn main() {
          the reader's swarm join to its last verified block, the slowest of three readers.\n\
          Machine: 2 shared cores.\n\n\
          | measure | JS | Rust | Rust/JS |\n| --- | --- | --- | --- |\n{}\n\n\
-         Target: Rust at least 3x JS on each: {}.\n\n\
+         Target: Rust at least 3x JS on each: {} in this run.\n\n\
          With `--peer-store-sync` every acknowledged append is fsynced first (survives a power\n\
          cut; JS hypercore has no such mode):\n\n\
          | append, fsynced | one at a time | batches of 1,000 |\n| --- | --- | --- |\n{}\n\n",
