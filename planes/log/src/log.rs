@@ -26,7 +26,9 @@ use crate::tree::{generate_proof, verify_proof, Node, NodeSource, Proof, ProofRe
 use crate::wire::{Manifest, MultiSignature, MultisigInput, Signer};
 use crate::{caps, flat, LogError};
 
-const HEADER_VERSION: u64 = 1;
+/// 2: blocks are blob records (`Batch::put_blob`). 1: blocks were plain values; such a
+/// log is rewritten to version 2 when it is opened ([`Log::upgrade_blocks`]).
+const HEADER_VERSION: u64 = 2;
 
 /// The manifests we can verify: manifest-v1+ with one Ed25519 signer, quorum 1, no
 /// patches, no prologue (what corestore and `new Hypercore()` create by default).
@@ -223,6 +225,27 @@ impl Log {
             .have
             .find(self.contiguous, self.head.length, false)
             .unwrap_or(self.head.length);
+        if header.version == 1 {
+            self.upgrade_blocks()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the blocks of a version-1 log as blob records, with the version-2 header,
+    /// in one atomic write (so an interrupted upgrade is simply done again).
+    fn upgrade_blocks(&self) -> Result<(), LogError> {
+        let blocks = self.kv.scan_prefix(&self.store_key(b'b', None))?;
+        let mut batch = Batch::default();
+        for (key, value) in &blocks {
+            batch.put_blob(key, value);
+        }
+        self.put_header(&mut batch, &self.head);
+        self.kv.write(batch, true)?;
+        tracing::info!(
+            key = %hex::encode(self.key),
+            blocks = blocks.len(),
+            "log store format upgraded to version 2"
+        );
         Ok(())
     }
 
@@ -321,6 +344,7 @@ impl Log {
 
     fn put_header(&self, batch: &mut Batch<'_>, head: &TreeHead) {
         let header = Header {
+            version: HEADER_VERSION,
             key: self.key,
             manifest: self.verifier.as_ref().map(|v| v.encoded.clone()),
             fork: head.fork,
@@ -593,6 +617,8 @@ fn decode_node(index: u64, bytes: &[u8]) -> Result<Node, DecodeError> {
 
 /// The stored header of a log.
 struct Header {
+    /// As read; always written as [`HEADER_VERSION`].
+    version: u64,
     key: [u8; 32],
     manifest: Option<Vec<u8>>,
     fork: u64,
@@ -621,13 +647,14 @@ impl Encode for Header {
 impl<'a> Decode<'a> for Header {
     fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let version = r.uint()?;
-        if version != HEADER_VERSION {
+        if version != 1 && version != HEADER_VERSION {
             return Err(DecodeError::Invalid {
                 what: "log header",
                 why: "unknown version",
             });
         }
         Ok(Header {
+            version,
             key: r.fixed32()?,
             manifest: r.optional_buffer()?.map(|b| b.to_vec()),
             fork: r.uint()?,
