@@ -145,6 +145,10 @@ impl BlobFile {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| io_error("syncing the directory of the blob file", e))?;
         }
+        // Bytes a crashed process left unsynced may be referenced by write-ahead log
+        // records that RocksDB's recovery makes durable: sync them before anything else.
+        file.sync_data()
+            .map_err(|e| io_error("syncing the blob file", e))?;
         let len = file
             .metadata()
             .map_err(|e| io_error("reading the size of the blob file", e))?

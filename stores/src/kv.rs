@@ -198,9 +198,16 @@ impl RocksStore {
         opts.set_enable_blob_files(true);
         opts.set_min_blob_size(1024);
         opts.set_enable_blob_gc(true);
+        // The blob file first: it syncs what a crashed process left unsynced before
+        // RocksDB's recovery can make references to those bytes durable.
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+            action: "creating the database directory",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let blobs = std::sync::Arc::new(BlobFile::open(path)?);
         let db = rocksdb::DB::open(&opts, path).map_err(|e| StoreError::Db(e.into_string()))?;
         let db = std::sync::Arc::new(db);
-        let blobs = std::sync::Arc::new(BlobFile::open(path)?);
         let wal_syncer = match durability {
             Durability::Process => Some(WalSyncer::start(db.clone(), blobs.clone())?),
             Durability::PowerLoss => None,
