@@ -229,7 +229,10 @@ async fn two_sources_and_a_tampered_block() {
     // Damage every hundredth block of the Rust writer's store on disk (so whichever
     // blocks the reader asks it for, some are bad), then serve it again.
     {
-        let dk = hex::decode(info_field(dir.path(), "writer", "discoveryKey")).unwrap();
+        let dk: [u8; 32] = hex::decode(info_field(dir.path(), "writer", "discoveryKey"))
+            .unwrap()
+            .try_into()
+            .expect("32-byte discovery key");
         let kv = RocksStore::open(
             &dir.path().join("stores/writer/db/state"),
             Durability::Process,
@@ -238,10 +241,7 @@ async fn two_sources_and_a_tampered_block() {
         let damaged: Vec<(Vec<u8>, Vec<u8>)> = (50..ENTRIES as u64)
             .step_by(100)
             .map(|block| {
-                let mut k = b"log/".to_vec();
-                k.extend_from_slice(&dk);
-                k.extend_from_slice(b"/b");
-                k.extend_from_slice(&block.to_be_bytes());
+                let k = intercom_log::block_key(&dk, block);
                 let mut value = kv.get_blob(&k).unwrap().expect("block stored");
                 value[0] ^= 0x20;
                 (k, value)

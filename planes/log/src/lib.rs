@@ -23,7 +23,7 @@ pub mod replicate;
 pub mod tree;
 pub mod wire;
 
-pub use crate::log::{default_key, default_manifest, Applied, Log};
+pub use crate::log::{block_key, default_key, default_manifest, Applied, Log};
 pub use crate::net::SharedReplica;
 pub use crate::replicate::{Replica, ReplicaConfig};
 

@@ -150,9 +150,7 @@ impl Log {
     /// Opens the log with `key`, creating an empty one (to be replicated) if it is new.
     pub fn open(kv: Arc<dyn KvStore>, key: [u8; 32]) -> Result<Log, LogError> {
         let discovery_key = caps::discovery_key(&key);
-        let mut prefix = b"log/".to_vec();
-        prefix.extend_from_slice(&discovery_key);
-        prefix.push(b'/');
+        let prefix = store_prefix(&discovery_key);
         let mut log = Log {
             kv,
             prefix,
@@ -563,6 +561,24 @@ impl NodeSource for Log {
 
 fn be_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// Where the log with `discovery_key` keeps its entries in the store (`log/<dk>/`).
+fn store_prefix(discovery_key: &[u8; 32]) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(4 + 32 + 1 + 9);
+    prefix.extend_from_slice(b"log/");
+    prefix.extend_from_slice(discovery_key);
+    prefix.push(b'/');
+    prefix
+}
+
+/// The store key of block `block` of the log with `discovery_key`, for tools and tests
+/// that look into a store (read it with `KvStore::get_blob`).
+pub fn block_key(discovery_key: &[u8; 32], block: u64) -> Vec<u8> {
+    let mut key = store_prefix(discovery_key);
+    key.push(b'b');
+    key.extend_from_slice(&block.to_be_bytes());
+    key
 }
 
 /// Batches of at least this many bytes have their leaves hashed on several threads.

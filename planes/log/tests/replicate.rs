@@ -10,7 +10,7 @@ use intercom_log::replicate::PROTOCOL;
 use intercom_log::wire::{
     Data, DataBlock, Handshake, Message, Range, Request, RequestUpgrade, Synchronize,
 };
-use intercom_log::{caps, Log, Replica, ReplicaConfig, SharedReplica};
+use intercom_log::{block_key, caps, Log, Replica, ReplicaConfig, SharedReplica};
 use intercom_protomux::{memory_pair, ChannelEvent, ChannelOptions, Mux, MuxConfig};
 use intercom_stores::{Batch, KvStore, MemoryStore};
 
@@ -103,10 +103,7 @@ async fn two_sources_one_damaged() {
     let damaged: Vec<(Vec<u8>, Vec<u8>)> = (50..3000u64)
         .step_by(100)
         .map(|block| {
-            let mut k = b"log/".to_vec();
-            k.extend_from_slice(&dk);
-            k.extend_from_slice(b"/b");
-            k.extend_from_slice(&block.to_be_bytes());
+            let k = block_key(&dk, block);
             let mut v = kv.get_blob(&k).unwrap().unwrap();
             v[0] ^= 1;
             (k, v)

@@ -4,17 +4,13 @@
 use std::sync::Arc;
 
 use intercom_crypto::KeyPair;
-use intercom_log::Log;
+use intercom_log::{block_key, Log};
 use intercom_stores::{Batch, Durability, KvStore, RocksStore};
 
-fn key_of(log: &Log, kind: u8, block: Option<u64>) -> Vec<u8> {
-    let mut k = b"log/".to_vec();
-    k.extend_from_slice(log.discovery_key());
-    k.push(b'/');
-    k.push(kind);
-    if let Some(b) = block {
-        k.extend_from_slice(&b.to_be_bytes());
-    }
+fn header_key(log: &Log) -> Vec<u8> {
+    let mut k = block_key(log.discovery_key(), 0);
+    k.truncate(k.len() - 9);
+    k.push(b'h');
     k
 }
 
@@ -38,19 +34,19 @@ fn a_version_1_log_is_upgraded_when_opened() {
         // Store it the way version 1 did: plain values, header version 1.
         let plain: Vec<(Vec<u8>, Vec<u8>)> = (0..entries.len() as u64)
             .map(|b| {
-                let k = key_of(&log, b'b', Some(b));
+                let k = block_key(log.discovery_key(), b);
                 let v = kv.get_blob(&k).unwrap().unwrap();
                 (k, v)
             })
             .collect();
-        let mut header = kv.get(&key_of(&log, b'h', None)).unwrap().unwrap();
+        let mut header = kv.get(&header_key(&log)).unwrap().unwrap();
         assert_eq!(header[0], 2, "current header version");
         header[0] = 1;
         let mut batch = Batch::default();
         for (k, v) in &plain {
             batch.put(k, v);
         }
-        batch.put(&key_of(&log, b'h', None), &header);
+        batch.put(&header_key(&log), &header);
         kv.write(batch, true).unwrap();
     }
 
@@ -65,10 +61,10 @@ fn a_version_1_log_is_upgraded_when_opened() {
         );
     }
     assert_eq!(log.verify_all().unwrap(), entries.len() as u64);
-    let header = kv.get(&key_of(&log, b'h', None)).unwrap().unwrap();
+    let header = kv.get(&header_key(&log)).unwrap().unwrap();
     assert_eq!(header[0], 2, "header rewritten as version 2");
     // The large blocks moved to the blob file: what RocksDB holds is a short reference.
-    let stored = kv.get(&key_of(&log, b'b', Some(0))).unwrap().unwrap();
+    let stored = kv.get(&block_key(log.discovery_key(), 0)).unwrap().unwrap();
     assert!(stored.len() < 100, "{} bytes in RocksDB", stored.len());
     // Opening again reads the upgraded log as it is.
     let key = *log.key();
