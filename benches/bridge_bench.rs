@@ -61,7 +61,12 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let stores = std::env::temp_dir().join(format!("intercom-bridge-bench-{}", std::process::id()));
+    // Removed when dropped, also when a step panics.
+    let stores_dir = tempfile::Builder::new()
+        .prefix("intercom-bridge-bench-")
+        .tempdir()
+        .expect("temporary stores directory");
+    let stores = stores_dir.path().to_path_buf();
     let (dht, bootstrap) = peers::dht().await;
     let a = peer(&stores, "a", &bootstrap, &[]).await;
     let b = peer(&stores, "b", &bootstrap, &[]).await;
@@ -148,5 +153,4 @@ async fn main() {
     for mut c in [a.child, b.child].into_iter().chain(dht) {
         let _ = c.kill().await;
     }
-    let _ = std::fs::remove_dir_all(&stores);
 }

@@ -18,12 +18,16 @@ pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
-/// A running node script whose stdout is read as JSON lines; killed when dropped.
+/// A running node script whose stdout is read as JSON lines; killed when dropped, and
+/// its temporary files (`TMPDIR` points into a directory of its own) removed with it.
 pub struct NodePeer {
     child: Child,
     stdin: Option<tokio::process::ChildStdin>,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     pub name: String,
+    /// Dropped after `child` (fields drop in order): the script's hypercore stores go
+    /// even when it is killed before its own cleanup runs.
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl NodePeer {
@@ -45,11 +49,19 @@ impl NodePeer {
             dir.join("node_modules").join("protomux").exists(),
             "JS modules missing: run `npm ci --prefix tests` (the test command does this)"
         );
+        let tmp = tempfile::Builder::new()
+            .prefix("intercom-node-peer-")
+            .tempdir()
+            .expect("temporary directory for a node script");
         let mut cmd = Command::new("node");
         cmd.arg(dir.join("node").join(script))
             .args(args)
-            .current_dir(&dir);
-        NodePeer::from_command(cmd, format!("{script} {}", args.join(" ")), interactive)
+            .current_dir(&dir)
+            .env("TMPDIR", tmp.path());
+        let mut peer =
+            NodePeer::from_command(cmd, format!("{script} {}", args.join(" ")), interactive);
+        peer._tmp = Some(tmp);
+        peer
     }
 
     /// Runs any command that prints JSON lines (our binary's tools, say) the same way.
@@ -71,6 +83,7 @@ impl NodePeer {
             child,
             lines: BufReader::new(stdout).lines(),
             name,
+            _tmp: None,
         }
     }
 
@@ -144,5 +157,20 @@ impl NodePeer {
             .await
             .map(|s| s.map(|s| s.success()).unwrap_or(false))
             .unwrap_or(false)
+    }
+}
+
+impl Drop for NodePeer {
+    fn drop(&mut self) {
+        // Reap the script before its temporary directory is removed, so that it cannot
+        // write into the directory while it goes.
+        if self._tmp.is_some() {
+            let _ = self.child.start_kill();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 }
