@@ -82,6 +82,29 @@ fn read_uint(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
     Ok(v)
 }
 
+/// Encode and Decode for a struct of unsigned fields, in declaration order, each a JS
+/// safe integer on the wire.
+macro_rules! uint_fields_codec {
+    ($name:ident { $($field:ident),+ }) => {
+        impl Encode for $name {
+            fn encoded_len(&self) -> usize {
+                0 $(+ uint_len(self.$field))+
+            }
+            fn encode(&self, w: &mut Writer) {
+                $(w.uint(self.$field);)+
+            }
+        }
+
+        impl<'a> Decode<'a> for $name {
+            fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+                Ok($name {
+                    $($field: read_uint(r)?,)+
+                })
+            }
+        }
+    };
+}
+
 /// Reads a flag field's trailing form: absent (no bytes left) reads as 0.
 fn read_optional_flags(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
     if r.is_empty() {
@@ -493,23 +516,7 @@ pub struct RequestBlock {
     pub nodes: u64,
 }
 
-impl Encode for RequestBlock {
-    fn encoded_len(&self) -> usize {
-        uint_len(self.index) + uint_len(self.nodes)
-    }
-    fn encode(&self, w: &mut Writer) {
-        w.uint(self.index).uint(self.nodes);
-    }
-}
-
-impl<'a> Decode<'a> for RequestBlock {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        Ok(RequestBlock {
-            index: read_uint(r)?,
-            nodes: read_uint(r)?,
-        })
-    }
-}
+uint_fields_codec!(RequestBlock { index, nodes });
 
 /// The `seek` part of a [`Request`]: find the block holding a byte offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -520,23 +527,7 @@ pub struct RequestSeek {
     pub padding: u64,
 }
 
-impl Encode for RequestSeek {
-    fn encoded_len(&self) -> usize {
-        uint_len(self.bytes) + uint_len(self.padding)
-    }
-    fn encode(&self, w: &mut Writer) {
-        w.uint(self.bytes).uint(self.padding);
-    }
-}
-
-impl<'a> Decode<'a> for RequestSeek {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        Ok(RequestSeek {
-            bytes: read_uint(r)?,
-            padding: read_uint(r)?,
-        })
-    }
-}
+uint_fields_codec!(RequestSeek { bytes, padding });
 
 /// The `upgrade` part of a [`Request`]: prove the log's length grew from `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -547,23 +538,7 @@ pub struct RequestUpgrade {
     pub length: u64,
 }
 
-impl Encode for RequestUpgrade {
-    fn encoded_len(&self) -> usize {
-        uint_len(self.start) + uint_len(self.length)
-    }
-    fn encode(&self, w: &mut Writer) {
-        w.uint(self.start).uint(self.length);
-    }
-}
-
-impl<'a> Decode<'a> for RequestUpgrade {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        Ok(RequestUpgrade {
-            start: read_uint(r)?,
-            length: read_uint(r)?,
-        })
-    }
-}
+uint_fields_codec!(RequestUpgrade { start, length });
 
 /// `wire.request` (message type 1): ask for a block, hash, seek and/or upgrade proof.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1083,24 +1058,11 @@ pub struct ReorgHint {
     pub ancestors: u64,
 }
 
-impl Encode for ReorgHint {
-    fn encoded_len(&self) -> usize {
-        uint_len(self.from) + uint_len(self.to) + uint_len(self.ancestors)
-    }
-    fn encode(&self, w: &mut Writer) {
-        w.uint(self.from).uint(self.to).uint(self.ancestors);
-    }
-}
-
-impl<'a> Decode<'a> for ReorgHint {
-    fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        Ok(ReorgHint {
-            from: read_uint(r)?,
-            to: read_uint(r)?,
-            ancestors: read_uint(r)?,
-        })
-    }
-}
+uint_fields_codec!(ReorgHint {
+    from,
+    to,
+    ancestors
+});
 
 /// `wire.extension` (message type 9): an application extension message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
