@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 intercom_setup
 cargo build --release --locked --bin intercom
-exec ./target/release/intercom demo "$@"
+# Where cargo put it: CARGO_TARGET_DIR when the environment sets one.
+exec "${CARGO_TARGET_DIR:-target}/release/intercom" demo "$@"
