@@ -550,20 +550,21 @@ async fn writer(
                 // This frame and the ones queued behind it go out with one flush; a close
                 // waits for the next turn.
                 let batch = async {
-                    client.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
-                    sink.feed(Message::Text(text)).await?;
-                    for _ in 1..WRITE_BATCH {
-                        match rx.try_recv() {
-                            Ok(Outbound::Text(text)) => {
-                                client.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
-                                sink.feed(Message::Text(text)).await?;
-                            }
+                    let mut text = text;
+                    for fed in 1..=WRITE_BATCH {
+                        client.queued_bytes.fetch_sub(text.len(), Ordering::Relaxed);
+                        sink.feed(Message::Text(text)).await?;
+                        if fed == WRITE_BATCH {
+                            break;
+                        }
+                        text = match rx.try_recv() {
+                            Ok(Outbound::Text(more)) => more,
                             Ok(close) => {
                                 next = Some(close);
                                 break;
                             }
                             Err(_) => break,
-                        }
+                        };
                     }
                     sink.flush().await
                 };
