@@ -25,6 +25,11 @@ pub fn to_sorted_string(value: &Value) -> String {
     out
 }
 
+/// Appends [`to_sorted_string`]'s text of `value` to `out`.
+pub fn write_sorted(out: &mut String, value: &Value) {
+    write_value(out, value, KeyOrder::Sorted);
+}
+
 #[derive(Clone, Copy)]
 enum KeyOrder {
     /// Array-index keys ascending, then insertion order (a JS object's own order).
@@ -35,6 +40,19 @@ enum KeyOrder {
 
 fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
     match value {
+        Value::Object(map) if matches!(order, KeyOrder::Js) && !has_index_key(map) => {
+            // The common case needs no reordering, and no list of entries.
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, k);
+                out.push(':');
+                write_value(out, v, order);
+            }
+            out.push('}');
+        }
         Value::Object(map) => {
             let entries = match order {
                 KeyOrder::Js => js_key_order(map),
@@ -94,6 +112,10 @@ fn js_key_order(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
         .collect()
 }
 
+fn has_index_key(map: &Map<String, Value>) -> bool {
+    map.keys().any(|k| array_index(k).is_some())
+}
+
 /// A canonical decimal integer below 2^32 - 1 (an ECMAScript array index).
 fn array_index(key: &str) -> Option<u32> {
     if key.is_empty() || key.len() > 10 || (key.len() > 1 && key.starts_with('0')) {
@@ -108,21 +130,30 @@ fn array_index(key: &str) -> Option<u32> {
 
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
+    // Runs of characters that need no escape are copied whole. Every byte of a multi-byte
+    // UTF-8 character is 0x80 or above, so a byte-wise search never splits one.
+    let bytes = s.as_bytes();
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            0x08 => Some("\\b"),
+            0x0c => Some("\\f"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&s[run_start..i]);
+        match short {
+            Some(escape) => out.push_str(escape),
+            None => out.push_str(&format!("\\u{b:04x}")),
         }
+        run_start = i + 1;
     }
+    out.push_str(&s[run_start..]);
     out.push('"');
 }
 
@@ -183,6 +214,25 @@ pub fn number_to_string(x: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn strings_are_escaped_as_json_stringify_escapes_them() {
+        // serde_json escapes strings exactly as JSON.stringify does for valid UTF-8.
+        let mut all_ascii: String = (0u8..0x80).map(char::from).collect();
+        all_ascii.push_str("é€𝄞\u{2028}\u{7f}");
+        for text in [
+            all_ascii.as_str(),
+            "",
+            "plain",
+            "\"",
+            "a\\b",
+            "\u{1f}x\u{0}",
+        ] {
+            let mut out = String::new();
+            write_string(&mut out, text);
+            assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 
