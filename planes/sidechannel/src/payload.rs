@@ -85,9 +85,14 @@ impl Payload {
 
     /// The protomux message body (`c.json`).
     pub fn encode(&self) -> Vec<u8> {
-        let text = self.to_json();
+        Payload::encode_text(&self.to_json())
+    }
+
+    /// The protomux message body for a payload's [`to_json`](Self::to_json) text, for a
+    /// caller that already has it.
+    pub fn encode_text(text: &str) -> Vec<u8> {
         let mut w = Writer::with_capacity(text.len() + 9);
-        w.string(&text);
+        w.string(text);
         w.into_vec()
     }
 
@@ -223,28 +228,39 @@ fn sig_field(m: &Map<String, Value>) -> Option<&str> {
     v.as_str().filter(|s| !s.is_empty())
 }
 
-fn or_null(v: Option<&Value>) -> Value {
-    v.cloned().unwrap_or(Value::Null)
-}
-
-fn key_or_null(v: Option<&Value>) -> Value {
-    v.and_then(js::normalize_key_hex)
-        .map_or(Value::Null, Value::String)
+/// Appends `name` and the stable JSON of `value` (`null` when absent).
+fn write_field(out: &mut String, name: &str, value: Option<&Value>) {
+    out.push_str(name);
+    match value {
+        Some(v) => js_json::write_sorted(out, v),
+        None => out.push_str("null"),
+    }
 }
 
 /// The signed text: stable JSON of `{kind, id, channel, from, origin, ts, message}` with
-/// `from`/`origin` normalised.
+/// `from`/`origin` normalised, written field by field (keys in sorted order) without
+/// copying the message.
 pub fn sig_base(payload: &Payload) -> String {
     let m = payload.map();
-    let mut base = Map::new();
-    base.insert("kind".into(), Value::String(SIG_KIND.into()));
-    base.insert("id".into(), or_null(m.get("id")));
-    base.insert("channel".into(), or_null(m.get("channel")));
-    base.insert("from".into(), key_or_null(m.get("from")));
-    base.insert("origin".into(), key_or_null(m.get("origin")));
-    base.insert("ts".into(), or_null(m.get("ts")));
-    base.insert("message".into(), or_null(m.get("message")));
-    js::stable_stringify(&Value::Object(base))
+    let mut out = String::with_capacity(256);
+    let from = m
+        .get("from")
+        .and_then(js::normalize_key_hex)
+        .map(Value::String);
+    let origin = m
+        .get("origin")
+        .and_then(js::normalize_key_hex)
+        .map(Value::String);
+    let kind = Value::String(SIG_KIND.into());
+    write_field(&mut out, "{\"channel\":", m.get("channel"));
+    write_field(&mut out, ",\"from\":", from.as_ref());
+    write_field(&mut out, ",\"id\":", m.get("id"));
+    write_field(&mut out, ",\"kind\":", Some(&kind));
+    write_field(&mut out, ",\"message\":", m.get("message"));
+    write_field(&mut out, ",\"origin\":", origin.as_ref());
+    write_field(&mut out, ",\"ts\":", m.get("ts"));
+    out.push('}');
+    out
 }
 
 /// Signs the payload (sets `sig`, lower-case hex).
@@ -309,15 +325,16 @@ impl SignatureCheck {
 /// channel, from, id, message, nonce, origin, ts, so the text is assembled in that order.
 fn pow_parts(payload: &Payload) -> (String, String) {
     let m = payload.map();
-    let s = |k: &str| js::stable_stringify(&or_null(m.get(k)));
-    let pre = format!(
-        "{{\"channel\":{},\"from\":{},\"id\":{},\"message\":{},\"nonce\":",
-        s("channel"),
-        s("from"),
-        s("id"),
-        s("message")
-    );
-    let post = format!(",\"origin\":{},\"ts\":{}}}", s("origin"), s("ts"));
+    let mut pre = String::with_capacity(256);
+    write_field(&mut pre, "{\"channel\":", m.get("channel"));
+    write_field(&mut pre, ",\"from\":", m.get("from"));
+    write_field(&mut pre, ",\"id\":", m.get("id"));
+    write_field(&mut pre, ",\"message\":", m.get("message"));
+    pre.push_str(",\"nonce\":");
+    let mut post = String::with_capacity(96);
+    write_field(&mut post, ",\"origin\":", m.get("origin"));
+    write_field(&mut post, ",\"ts\":", m.get("ts"));
+    post.push('}');
     (pre, post)
 }
 
@@ -437,17 +454,24 @@ pub struct PrepareParams {
 /// Builds, stamps and signs a payload. Pure and CPU-bound: run it on a blocking thread
 /// when the difficulty is high.
 pub fn prepare(keypair: &KeyPair, params: PrepareParams) -> Payload {
-    let difficulty = params.pow_difficulty.filter(|d| *d > 0);
-    let mut payload = unsigned(&hex::encode(keypair.public_key), params);
-    if let Some(d) = difficulty {
+    let difficulty = params.pow_difficulty;
+    stamp_and_sign(keypair, unsigned(&keypair.public_key, params), difficulty)
+}
+
+/// Stamps the proof of work (when `difficulty` is above 0) and signs an
+/// [`unsigned`] payload.
+pub fn stamp_and_sign(keypair: &KeyPair, mut payload: Payload, difficulty: Option<u32>) -> Payload {
+    if let Some(d) = difficulty.filter(|d| *d > 0) {
         stamp_pow(&mut payload, d);
     }
     sign(&mut payload, keypair);
     payload
 }
 
-/// The payload without proof of work or signature, fields in the reference's order.
-fn unsigned(from: &str, p: PrepareParams) -> Payload {
+/// The payload without proof of work or signature, fields in the reference's order
+/// (`params.pow_difficulty` is not used here).
+pub fn unsigned(public_key: &[u8; 32], p: PrepareParams) -> Payload {
+    let from = hex::encode(public_key);
     let mut m = Map::new();
     m.insert("type".into(), Value::String(PAYLOAD_TYPE.into()));
     m.insert(
@@ -455,8 +479,8 @@ fn unsigned(from: &str, p: PrepareParams) -> Payload {
         Value::String(format!("{from}:{}:{}", p.ts, p.id_suffix)),
     );
     m.insert("channel".into(), Value::String(p.channel));
-    m.insert("from".into(), Value::String(from.to_owned()));
-    m.insert("origin".into(), Value::String(from.to_owned()));
+    m.insert("from".into(), Value::String(from.clone()));
+    m.insert("origin".into(), Value::String(from));
     m.insert("message".into(), p.message);
     m.insert("ts".into(), Value::from(p.ts));
     m.insert("ttl".into(), Value::from(p.ttl));
@@ -466,12 +490,10 @@ fn unsigned(from: &str, p: PrepareParams) -> Payload {
     Payload(Value::Object(m))
 }
 
-/// Exact lower bound of the `JSON.stringify` length of the prepared payload: everything
-/// but the proof of work, including the always-present signature (`,"sig":"<128 hex>"`).
-/// Lets a sender reject oversize messages before doing the work.
-pub fn min_len(public_key: &[u8; 32], params: &PrepareParams) -> usize {
-    unsigned(&hex::encode(public_key), params.clone()).js_len() + 137
-}
+/// What the always-present signature adds to the JSON text: `,"sig":"<128 hex>"`. An
+/// [`unsigned`] payload's length plus this is the signed payload's length before any
+/// proof of work, so a sender can reject an oversize message before doing the work.
+pub const SIGNATURE_FIELD_LEN: usize = 137;
 
 /// Eight random base36 characters, the id suffix the reference takes from `Math.random`.
 pub fn id_suffix(mut random: u64) -> String {
@@ -525,14 +547,70 @@ mod tests {
         assert!(verify(&p, &hex::encode(k.public_key)));
         assert!(!verify(&p, &hex::encode(kp(2).public_key)));
         assert!(check_pow(&p, 10));
-        assert!(p.js_len() >= min_len(&k.public_key, &params(json!("hi"), Some(10))));
+        let floor =
+            unsigned(&k.public_key, params(json!("hi"), None)).js_len() + SIGNATURE_FIELD_LEN;
+        assert!(p.js_len() > floor);
         let unstamped = prepare(&k, params(json!("hi"), None));
-        assert_eq!(
-            unstamped.js_len(),
-            min_len(&k.public_key, &params(json!("hi"), None))
-        );
+        assert_eq!(unstamped.js_len(), floor);
         let round = Payload::decode(&p.encode()).unwrap();
         assert_eq!(round, p);
+    }
+
+    /// The signed text and proof-of-work text built the plain way: an object of the
+    /// fields, stable-stringified.
+    fn reference_texts(p: &Payload) -> (String, String) {
+        let m = p.as_map();
+        let get = |k: &str| m.get(k).cloned().unwrap_or(Value::Null);
+        let key = |k: &str| {
+            m.get(k)
+                .and_then(js::normalize_key_hex)
+                .map_or(Value::Null, Value::String)
+        };
+        let mut base = Map::new();
+        base.insert("kind".into(), Value::String(SIG_KIND.into()));
+        base.insert("id".into(), get("id"));
+        base.insert("channel".into(), get("channel"));
+        base.insert("from".into(), key("from"));
+        base.insert("origin".into(), key("origin"));
+        base.insert("ts".into(), get("ts"));
+        base.insert("message".into(), get("message"));
+        let mut pow = Map::new();
+        for k in ["id", "channel", "from", "origin", "ts", "message"] {
+            pow.insert(k.into(), get(k));
+        }
+        pow.insert("nonce".into(), json!(42));
+        (
+            js::stable_stringify(&Value::Object(base)),
+            js::stable_stringify(&Value::Object(pow)),
+        )
+    }
+
+    #[test]
+    fn signed_and_pow_texts_equal_the_stable_json_of_their_fields() {
+        let k = kp(1);
+        let mut payloads = vec![
+            prepare(&k, params(json!("hi"), None)),
+            prepare(
+                &k,
+                params(json!({"z": [1, {"b": "\u{1}", "a": null}], "0": "é"}), None),
+            ),
+            prepare(&k, params(json!(null), None)),
+        ];
+        let mut odd = prepare(&k, params(json!(1.5), None));
+        let m = odd.as_map_mut();
+        m.insert("from".into(), json!(" ABCDEF "));
+        m.remove("origin");
+        m.remove("ts");
+        m.insert("channel".into(), json!({"nested": "\"quoted\""}));
+        payloads.push(odd);
+        let mut bare = Payload::from_value(json!({})).unwrap();
+        bare.as_map_mut().insert("id".into(), json!(7));
+        payloads.push(bare);
+        for p in &payloads {
+            let (base, pow) = reference_texts(p);
+            assert_eq!(sig_base(p), base);
+            assert_eq!(pow_base(p, &json!(42)), pow);
+        }
     }
 
     #[test]

@@ -268,22 +268,24 @@ pub struct Stats {
 #[derive(Debug, Clone)]
 pub struct BroadcastJob {
     keypair: KeyPair,
-    params: PrepareParams,
+    /// The payload built (and size-checked) by `begin_broadcast`, not yet stamped or signed.
+    payload: Payload,
+    pow_difficulty: Option<u32>,
+    channel: String,
 }
 
 impl BroadcastJob {
     /// Whether [`run`](Self::run) stamps a proof of work (thousands of hashes, worth a
     /// blocking thread) rather than only signing (one Ed25519 signature, ~15 µs).
     pub fn needs_proof_of_work(&self) -> bool {
-        self.params.pow_difficulty.is_some_and(|d| d > 0)
+        self.pow_difficulty.is_some_and(|d| d > 0)
     }
 
     /// Builds, stamps and signs the payload (CPU-bound; fine on a blocking thread).
     pub fn run(self) -> PreparedBroadcast {
-        let channel = self.params.channel.clone();
         PreparedBroadcast {
-            payload: payload::prepare(&self.keypair, self.params),
-            channel,
+            payload: payload::stamp_and_sign(&self.keypair, self.payload, self.pow_difficulty),
+            channel: self.channel,
         }
     }
 }
@@ -1138,9 +1140,11 @@ impl Sidechannel {
                 .map_err(SendError::Invite)?;
         }
         let params = self.params(now_ms, &channel, message, invite);
+        let pow_difficulty = params.pow_difficulty;
+        let unsigned = payload::unsigned(&self.keypair.public_key, params);
         let max = self.policy.config().max_message_bytes;
-        // Reject before the proof of work: the signature alone adds a fixed 137 bytes.
-        let floor = payload::min_len(&self.keypair.public_key, &params);
+        // Reject before the proof of work: the signature alone adds a fixed length.
+        let floor = unsigned.js_len() + payload::SIGNATURE_FIELD_LEN;
         if floor > max {
             return Err(SendError::Oversize { bytes: floor, max });
         }
@@ -1153,7 +1157,9 @@ impl Sidechannel {
         }
         Ok(BroadcastJob {
             keypair: self.keypair.clone(),
-            params,
+            payload: unsigned,
+            pow_difficulty,
+            channel,
         })
     }
 
@@ -1168,7 +1174,8 @@ impl Sidechannel {
             return Err(SendError::NotJoined(channel));
         }
         let p = prepared.payload;
-        let bytes_len = p.js_len();
+        let text = p.to_json();
+        let bytes_len = text.len();
         let max = self.policy.config().max_message_bytes;
         if bytes_len > max {
             return Err(SendError::Oversize {
@@ -1185,7 +1192,7 @@ impl Sidechannel {
                 not_open,
             });
         }
-        let bytes: Arc<[u8]> = p.encode().into();
+        let bytes: Arc<[u8]> = Payload::encode_text(&text).into();
         for conn in &peers {
             self.stats.sent += 1;
             self.push(Output::Send {
