@@ -2,11 +2,17 @@
 //!
 //! The one primitive here that is not libsodium's: libsodium has no batch verification,
 //! and a busy sidechannel peer spends most of its time in `crypto_sign_verify_detached`.
-//! `ed25519-dalek`'s batch equation accepts every signature libsodium accepts, and libsodium
+//! The batch equation (below) accepts every signature libsodium accepts, and libsodium
 //! stays the judge of every rejection: a batch that fails is re-checked one signature at a
 //! time with [`verify`](crate::verify). Inputs libsodium rejects before its equation
 //! (non-canonical `S`, `R` or public key encodings, small-order `R` or public key) never
 //! enter a batch.
+//!
+//! The equation is the usual one, `sum z_i (R_i + h_i A_i - S_i B) = 0` with `z_i` random
+//! 128-bit scalars and `h_i = SHA-512(R_i || A_i || M_i) mod l` (libsodium's), evaluated
+//! as one multi-scalar multiplication (curve25519-dalek). The terms of one signer share
+//! one point: `(sum of its z_i h_i) A`, so a burst from one peer costs about one point per
+//! signature instead of two.
 //!
 //! One difference remains, as with any cofactorless batch equation: a signer who adds a
 //! small-order component to its own `R` on purpose can get a signature accepted here with
@@ -17,10 +23,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::{Identity, IsIdentity};
-use ed25519_dalek::{Signature, VerifyingKey};
+use curve25519_dalek::traits::{Identity, IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha512};
 
 use crate::verify;
 
@@ -45,8 +53,7 @@ pub fn verify_batch(items: &[SignedMessage<'_>]) -> Vec<bool> {
             None => results[i] = verify(item.signature, item.message, item.public_key),
         }
     }
-    let all_valid = batch.indices.len() > 1
-        && ed25519_dalek::verify_batch(&batch.messages, &batch.signatures, &batch.keys).is_ok();
+    let all_valid = batch.indices.len() > 1 && batch.equation_holds();
     for &i in &batch.indices {
         let item = &items[i];
         results[i] = all_valid || verify(item.signature, item.message, item.public_key);
@@ -54,38 +61,99 @@ pub fn verify_batch(items: &[SignedMessage<'_>]) -> Vec<bool> {
     results
 }
 
+/// Signatures that passed the pre-checks, with their signers' points merged.
 #[derive(Default)]
 struct Batch<'a> {
     indices: Vec<usize>,
-    messages: Vec<&'a [u8]>,
-    signatures: Vec<Signature>,
+    signatures: Vec<Batched<'a>>,
+    /// Distinct signers, in order of appearance.
     keys: Vec<VerifyingKey>,
 }
 
+struct Batched<'a> {
+    r: &'a [u8; 32],
+    s: Scalar,
+    message: &'a [u8],
+    /// Index into `Batch::keys`.
+    key: usize,
+}
+
 impl<'a> Batch<'a> {
-    fn push(&mut self, index: usize, message: &'a [u8], signature: Signature, key: VerifyingKey) {
+    fn push(
+        &mut self,
+        index: usize,
+        message: &'a [u8],
+        (r, s): (&'a [u8; 32], Scalar),
+        key: VerifyingKey,
+    ) {
+        let key = match self
+            .keys
+            .iter()
+            .position(|k| k.as_bytes() == key.as_bytes())
+        {
+            Some(known) => known,
+            None => {
+                self.keys.push(key);
+                self.keys.len() - 1
+            }
+        };
         self.indices.push(index);
-        self.messages.push(message);
-        self.signatures.push(signature);
-        self.keys.push(key);
+        self.signatures.push(Batched { r, s, message, key });
+    }
+
+    /// Whether `sum z_i R_i + sum_keys (sum z_i h_i) A - (sum z_i S_i) B` is the identity.
+    /// False also when an `R` is not a point.
+    fn equation_holds(&self) -> bool {
+        let mut random = vec![0u8; 16 * self.signatures.len()];
+        crate::random_bytes(&mut random);
+        let mut basepoint_coefficient = Scalar::ZERO;
+        let mut key_coefficients = vec![Scalar::ZERO; self.keys.len()];
+        let mut scalars = Vec::with_capacity(self.signatures.len() + self.keys.len() + 1);
+        let mut points = Vec::with_capacity(scalars.capacity());
+        for (signature, z) in self.signatures.iter().zip(random.chunks_exact(16)) {
+            let Some(r) = CompressedEdwardsY(*signature.r).decompress() else {
+                return false;
+            };
+            let z = Scalar::from(u128::from_le_bytes(z.try_into().expect("16-byte chunk")));
+            let key = &self.keys[signature.key];
+            let h = Scalar::from_hash(
+                Sha512::new()
+                    .chain_update(signature.r)
+                    .chain_update(key.as_bytes())
+                    .chain_update(signature.message),
+            );
+            basepoint_coefficient += z * signature.s;
+            key_coefficients[signature.key] += z * h;
+            scalars.push(z);
+            points.push(r);
+        }
+        scalars.push(-basepoint_coefficient);
+        points.push(ED25519_BASEPOINT_POINT);
+        for (key, coefficient) in self.keys.iter().zip(key_coefficients) {
+            scalars.push(coefficient);
+            points.push(key.to_edwards());
+        }
+        EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
     }
 }
 
 /// The signature and key when libsodium's pre-checks would pass them to its equation.
 /// Checks bytes only, except for a key seen the first time (decompressed once, then
 /// cached): a point decompression costs about a fifth of a whole verification.
-fn batchable(item: &SignedMessage<'_>) -> Option<(Signature, VerifyingKey)> {
-    let signature: &[u8; 64] = item.signature.try_into().ok()?;
+fn batchable<'a>(item: &SignedMessage<'a>) -> Option<((&'a [u8; 32], Scalar), VerifyingKey)> {
     let public_key: &[u8; 32] = item.public_key.try_into().ok()?;
-    let (r, s) = signature.split_at(32);
+    if item.signature.len() != 64 {
+        return None;
+    }
+    let (r, s) = item.signature.split_at(32);
     let r: &[u8; 32] = r.try_into().ok()?;
     let s: [u8; 32] = s.try_into().ok()?;
-    Option::<Scalar>::from(Scalar::from_canonical_bytes(s))?;
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))?;
     if !canonical_point_encoding(r) || has_small_order_encoding(r) {
         return None;
     }
     let key = batchable_key(public_key)?;
-    Some((Signature::from_bytes(signature), key))
+    Some(((r, s), key))
 }
 
 /// Keys decompressed per thread, at most this many (the cache starts over when full).
@@ -287,6 +355,44 @@ mod tests {
         assert_eq!(verify_batch(&mixed), vec![true, true, false, true]);
         assert!(verify_batch(&[]).is_empty());
         assert_eq!(verify_batch(&all[..1]), vec![true]);
+    }
+
+    #[test]
+    fn the_batch_equation_holds_for_valid_signatures_only() {
+        // Two signers, one of them twice (its points merged), then one wrong message.
+        let keys: Vec<KeyPair> = (1..=2u8).map(|i| KeyPair::from_seed(&[i; 32])).collect();
+        let messages: Vec<Vec<u8>> = (0..3).map(|i| format!("m{i}").into_bytes()).collect();
+        let signers = [0, 1, 0];
+        let signatures: Vec<[u8; 64]> = signers
+            .iter()
+            .zip(&messages)
+            .map(|(&k, m)| keys[k].sign(m))
+            .collect();
+        fn build<'a>(
+            signers: &[usize],
+            signatures: &'a [[u8; 64]],
+            keys: &'a [KeyPair],
+            messages: &[&'a [u8]],
+        ) -> Batch<'a> {
+            let mut batch = Batch::default();
+            for (i, &k) in signers.iter().enumerate() {
+                let item = SignedMessage {
+                    signature: &signatures[i],
+                    message: messages[i],
+                    public_key: &keys[k].public_key,
+                };
+                let (signature, key) = batchable(&item).expect("valid signatures are batchable");
+                batch.push(i, messages[i], signature, key);
+            }
+            batch
+        }
+        let valid: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let batch = build(&signers, &signatures, &keys, &valid);
+        assert_eq!(batch.keys.len(), 2);
+        assert!(batch.equation_holds());
+        let mut wrong = valid.clone();
+        wrong[2] = b"other";
+        assert!(!build(&signers, &signatures, &keys, &wrong).equation_holds());
     }
 
     #[test]
