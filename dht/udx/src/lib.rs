@@ -108,7 +108,7 @@ pub mod stream;
 pub use packet::{fuzz_decode, DecodeError, Header, Packet};
 pub use socket::{
     set_buffer_sizes, ChannelIo, Datagram, DatagramIo, Firewall, SocketConfig, StreamOptions,
-    UdpIo, UdxError, UdxSocket, UdxStream,
+    UdpIo, UdxError, UdxSocket, UdxStream, DEFAULT_BUSY_POLL,
 };
 pub use stream::{
     BbrState, PacketError, StreamConfig, StreamCore, StreamError, StreamEvent, StreamStats,

@@ -376,3 +376,42 @@ async fn a_reply_carries_the_ack_of_the_request() {
         "echo sent {sent} datagrams for {ROUNDS} replies"
     );
 }
+
+/// CPU time this thread has run, from the kernel's scheduler statistics.
+fn thread_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let ns: u64 = stat.split_whitespace().next().unwrap().parse().unwrap();
+    Duration::from_nanos(ns)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_socket_polls_only_for_its_window_after_traffic() {
+    tokio::time::timeout(LIMIT, async {
+        let cfg = SocketConfig {
+            busy_poll: Duration::from_millis(5),
+            ..SocketConfig::default()
+        };
+        let (_a, _b, mut sa, mut sb) = pair(cfg).await;
+        // Ping-pong works while both sockets poll.
+        let mut buf = [0u8; 4];
+        for i in 0..200u32 {
+            sa.write_all(&i.to_le_bytes()).await.unwrap();
+            sb.read_exact(&mut buf).await.unwrap();
+            sb.write_all(&buf).await.unwrap();
+            sa.read_exact(&mut buf).await.unwrap();
+            assert_eq!(u32::from_le_bytes(buf), i);
+        }
+        // Then both go quiet: the runtime thread (both drivers and this test) must sleep,
+        // not keep polling. A socket that never stopped would burn the whole 500 ms.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = thread_cpu_time();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let spent = thread_cpu_time() - before;
+        assert!(
+            spent < Duration::from_millis(100),
+            "{spent:?} of CPU while idle"
+        );
+    })
+    .await
+    .expect("timed out");
+}
