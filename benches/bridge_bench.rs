@@ -6,7 +6,9 @@
 //!   p50 / p99 from A's `send` frame to B's `sidechannel_message`;
 //! * burst: 10,000 messages sent back to back (without waiting for replies) to A's bridge, messages/s from the first
 //!   send to the last arrival at B (every one must arrive, exactly once);
-//! * idle memory: VmRSS of peer B with one connection and its bridge client, after 3 s.
+//! * idle memory: VmRSS of peer B with one connection and its bridge client, after 3 s;
+//! * CPU time of both peers per message in the latency run, and per second when idle
+//!   (what UDX busy polling costs shows here).
 //!
 //!   cargo bench --bench bridge_bench
 //!
@@ -22,7 +24,7 @@ mod peers;
 #[path = "../tests/swarm_support/mod.rs"]
 mod swarm_support;
 
-use swarm_support::vm_rss_bytes;
+use swarm_support::{process_cpu_time, vm_rss_bytes};
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -89,7 +91,16 @@ async fn main() {
     // A's replies (`sent`) are drained from here on; B's warm-up copies are skipped below.
     tokio::spawn(async move { while a_rx.next().await.is_some() {} });
 
+    let peer_pids = [a.child.id(), b.child.id()];
+    let peers_cpu = || -> Duration {
+        peer_pids
+            .iter()
+            .flatten()
+            .filter_map(|pid| process_cpu_time(*pid))
+            .sum()
+    };
     let mut lat = Vec::with_capacity(LATENCY_MESSAGES);
+    let cpu_before = peers_cpu();
     bounded("latency run", async {
         for i in 0..LATENCY_MESSAGES {
             let text = format!("lat-{i}");
@@ -100,6 +111,7 @@ async fn main() {
         }
     })
     .await;
+    let latency_cpu_us = (peers_cpu() - cpu_before).as_secs_f64() * 1e6 / LATENCY_MESSAGES as f64;
     lat.sort_by(f64::total_cmp);
     let (p50, p99) = (quantile(&lat, 0.5), quantile(&lat, 0.99));
 
@@ -131,7 +143,10 @@ async fn main() {
     let _a_tx = sender.await.unwrap();
     let rate = burst as f64 / burst_secs;
 
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = peers_cpu();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_cpu_ms = (peers_cpu() - cpu_before).as_secs_f64() * 1e3 / 2.0;
     let idle = b.child.id().and_then(vm_rss_bytes).unwrap_or(0) as f64 / 1_048_576.0;
 
     let ok = |b: bool| if b { "met" } else { "NOT met" };
@@ -143,7 +158,9 @@ async fn main() {
          | measure | result | target |\n| --- | --- | --- |\n\
          | latency, {LATENCY_MESSAGES} sequential messages | p50 {p50:.3} ms, p99 {p99:.3} ms | p50 < 2 ms: {} |\n\
          | burst of {burst} messages | {rate:.0} msg/s ({burst_secs:.2} s, {duplicates} duplicates) | >= 20,000 msg/s: {} |\n\
-         | idle peer resident memory | {idle:.1} MiB | < 30 MB: {} |\n\n",
+         | idle peer resident memory | {idle:.1} MiB | < 30 MB: {} |\n\n\
+         CPU of both peers together: {latency_cpu_us:.0} us per message in the latency run;\n\
+         {idle_cpu_ms:.1} ms per second when idle (one connection, DHT upkeep).\n\n",
         ok(p50 < 2.0),
         ok(rate >= 20_000.0),
         ok(idle * 1.048576 < 30.0),

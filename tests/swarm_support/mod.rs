@@ -180,6 +180,17 @@ pub fn vm_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time all threads of process `pid` have run so far (the kernel's scheduler
+/// statistics, nanosecond resolution); None when the process is gone.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
 /// A Rust swarm on a loopback node bootstrapping from `boot`, keyed by `seed`.
 pub async fn rust_swarm(boot: &[SocketAddrV4], seed: [u8; 32]) -> Swarm {
     let mut dht = HyperDhtConfig::new(boot.to_vec());
