@@ -142,12 +142,8 @@ impl<'a> Batch<'a> {
 /// cached): a point decompression costs about a fifth of a whole verification.
 fn batchable<'a>(item: &SignedMessage<'a>) -> Option<((&'a [u8; 32], Scalar), VerifyingKey)> {
     let public_key: &[u8; 32] = item.public_key.try_into().ok()?;
-    if item.signature.len() != 64 {
-        return None;
-    }
-    let (r, s) = item.signature.split_at(32);
-    let r: &[u8; 32] = r.try_into().ok()?;
-    let s: [u8; 32] = s.try_into().ok()?;
+    let (r, s) = item.signature.split_first_chunk::<32>()?;
+    let s: [u8; 32] = s.try_into().ok()?; // and so the signature is 64 bytes
     let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))?;
     if !canonical_point_encoding(r) || has_small_order_encoding(r) {
         return None;
