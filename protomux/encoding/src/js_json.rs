@@ -40,18 +40,9 @@ enum KeyOrder {
 
 fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
     match value {
+        // The common case needs no reordering, and no list of entries.
         Value::Object(map) if matches!(order, KeyOrder::Js) && !has_index_key(map) => {
-            // The common case needs no reordering, and no list of entries.
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_value(out, v, order);
-            }
-            out.push('}');
+            write_object(out, map.iter(), order)
         }
         Value::Object(map) => {
             let entries = match order {
@@ -62,16 +53,7 @@ fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
                     entries
                 }
             };
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_value(out, v, order);
-            }
-            out.push('}');
+            write_object(out, entries.into_iter(), order)
         }
         Value::Array(items) => {
             out.push('[');
@@ -88,6 +70,23 @@ fn write_value(out: &mut String, value: &Value, order: KeyOrder) {
         Value::Number(n) => write_number(out, n),
         Value::String(s) => write_string(out, s),
     }
+}
+
+fn write_object<'a>(
+    out: &mut String,
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    order: KeyOrder,
+) {
+    out.push('{');
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, k);
+        out.push(':');
+        write_value(out, v, order);
+    }
+    out.push('}');
 }
 
 /// Keys in the order a JS engine enumerates them: array indices ascending, then the rest
