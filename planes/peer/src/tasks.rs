@@ -210,19 +210,15 @@ pub(crate) async fn channel_task(t: ChannelTask) {
     let mut closed_here = false;
     loop {
         // A message is read only once the runtime has room for it decoded.
-        let mut permits = tokio::select! {
-            p = decoded.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break, // never closed
-            },
-            _ = &mut close => {
-                closed_here = true;
-                let _ = ch.close().await;
-                break;
-            }
+        let read = async {
+            let permits = decoded.clone().acquire_owned().await.ok()?; // never closed
+            Some((permits, ch.recv().await))
         };
-        let mut next = tokio::select! {
-            ev = ch.recv() => ev,
+        let (mut permits, mut next) = tokio::select! {
+            read = read => match read {
+                Some(read) => read,
+                None => break,
+            },
             _ = &mut close => {
                 closed_here = true;
                 let _ = ch.close().await;
