@@ -203,7 +203,7 @@ impl BlobFile {
             .read_exact_at(&mut value, blob.offset)
             .map_err(|source| StoreError::Io {
                 action: if source.kind() == io::ErrorKind::UnexpectedEof {
-                    "reading a blob past the end of (the file is shorter than its references)"
+                    "reading a blob past the end (the file is shorter than its references) of"
                 } else {
                     "reading a blob from"
                 },

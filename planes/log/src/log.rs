@@ -167,13 +167,7 @@ impl Log {
     }
 
     fn store_key(&self, kind: u8, n: Option<u64>) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + 9);
-        k.extend_from_slice(&self.prefix);
-        k.push(kind);
-        if let Some(n) = n {
-            k.extend_from_slice(&n.to_be_bytes());
-        }
-        k
+        entry_key(&self.prefix, kind, n)
     }
 
     fn load(&mut self) -> Result<(), LogError> {
@@ -575,9 +569,18 @@ fn store_prefix(discovery_key: &[u8; 32]) -> Vec<u8> {
 /// The store key of block `block` of the log with `discovery_key`, for tools and tests
 /// that look into a store (read it with `KvStore::get_blob`).
 pub fn block_key(discovery_key: &[u8; 32], block: u64) -> Vec<u8> {
-    let mut key = store_prefix(discovery_key);
-    key.push(b'b');
-    key.extend_from_slice(&block.to_be_bytes());
+    entry_key(&store_prefix(discovery_key), b'b', Some(block))
+}
+
+/// The key of one kind of entry (`h`, `n`, `b`, `f`; numbered ones with their number
+/// big-endian) under a log's `prefix`.
+fn entry_key(prefix: &[u8], kind: u8, n: Option<u64>) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 9);
+    key.extend_from_slice(prefix);
+    key.push(kind);
+    if let Some(n) = n {
+        key.extend_from_slice(&n.to_be_bytes());
+    }
     key
 }
 
