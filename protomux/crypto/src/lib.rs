@@ -16,6 +16,9 @@ use libsodium_sys as ffi;
 mod batch;
 pub use batch::{verify_batch, SignedMessage};
 
+#[cfg(any(test, feature = "torsion-signer"))]
+pub mod torsion_signer;
+
 /// Why a libsodium call failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
