@@ -4,8 +4,9 @@
 //! Ed25519 keys, BLAKE2b hashes, Ed25519 scalar multiplication and secretstream frames
 //! are produced by the very code the JS peers run, edge cases included (for example
 //! `crypto_scalarmult_ed25519_noclamp` refusing small-order points). The exception is
-//! [`verify_batch`] (libsodium has no batch verification), which defers every rejection to
-//! libsodium.
+//! [`verify_batch`], which recognises valid signatures with libsodium's own verification
+//! steps on curve25519-dalek (with keys decoded once per thread) and defers every other
+//! verdict to libsodium: it gives exactly [`verify`]'s answers.
 
 #![allow(unsafe_code)]
 
