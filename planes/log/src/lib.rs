@@ -46,6 +46,11 @@ pub enum LogError {
     /// A tree node that must be stored is missing (corrupt storage).
     #[error("tree node {0} is missing from storage")]
     MissingNode(u64),
+    /// A proof needs a tree node this copy of the log does not hold: a replica that has
+    /// not downloaded every block holds only part of the tree. Not damage; a peer's
+    /// request that needs it is answered "not available".
+    #[error("tree node {0} is not held by this partial copy of the log")]
+    NotHeld(u64),
     /// The manifest is valid but of a kind we cannot verify.
     #[error("unsupported manifest: {0}")]
     UnsupportedManifest(String),

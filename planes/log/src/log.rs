@@ -434,8 +434,36 @@ impl Log {
     }
 
     /// Answers a peer's proof request from the stored tree.
+    ///
+    /// A log that holds every block holds every node of its tree, so a node missing
+    /// there is damage ([`LogError::MissingNode`]). A replica holding only some blocks
+    /// has the signed roots, the nodes of the blocks it downloaded and those of the
+    /// upgrades it verified, and a valid request may need others (an upgrade from a
+    /// length this replica skipped over, say): that is [`LogError::NotHeld`].
     pub fn proof(&self, req: &ProofRequest) -> Result<Proof, LogError> {
-        generate_proof(&self.head, self, req)
+        match generate_proof(&self.head, self, req) {
+            Err(LogError::MissingNode(node)) if self.contiguous < self.head.length => {
+                Err(LogError::NotHeld(node))
+            }
+            other => other,
+        }
+    }
+
+    /// True when this copy can prove an upgrade from `from` blocks to its length: it is
+    /// longer and holds the nodes (always so when it holds every block). What a peer of
+    /// that length is told in `sync` (`canUpgrade`), as JS hypercore does.
+    pub fn can_prove_upgrade(&self, from: u64) -> bool {
+        if from >= self.head.length {
+            return false;
+        }
+        if self.contiguous == self.head.length {
+            return true;
+        }
+        let req = ProofRequest {
+            upgrade: Some((from, self.head.length - from)),
+            ..ProofRequest::default()
+        };
+        generate_proof(&self.head, self, &req).is_ok()
     }
 
     /// Verifies a peer's data (proof plus block value) and stores what it proves. Fails

@@ -14,6 +14,14 @@
 //!   log downloads from several sources at once;
 //! - requests are answered at once from the log (`data`, or `noData` with JS's reasons).
 //!
+//! Peers are at different lengths whenever the writer appends, and a replica that has not
+//! downloaded every block holds only part of the tree (the signed roots, the nodes of its
+//! blocks and of the upgrades it verified). So `sync` tells each peer whether we can prove
+//! an upgrade from its length (`canUpgrade`, as JS), a request that needs nodes we lack is
+//! answered "not available" (never an error that ends the session), and a block is only
+//! asked of a shorter peer when the root its proof climbs to lies within that peer's
+//! length.
+//!
 //! A peer whose data does not verify is reported as [`PeerError::BadData`]: the caller
 //! drops it, and the blocks it owed are requested again from the others. Seeks (byte
 //! offsets), pushes and reorgs (fork changes of a log we already hold) are not supported:
@@ -381,6 +389,17 @@ impl Replica {
         let length = self.log.length();
         let fork = self.log.fork();
         let has_manifest = self.log.has_manifest();
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let remote_length = if p.remote.fork == fork {
+            p.remote.length
+        } else {
+            0
+        };
+        // A partial copy may lack the nodes to upgrade this peer from its length (as JS,
+        // which then says so too); a peer as long as we are has nothing to ask.
+        let can_upgrade = remote_length >= length || self.log.can_prove_upgrade(remote_length);
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -390,12 +409,8 @@ impl Replica {
             Message::Sync(Synchronize {
                 fork,
                 length,
-                remote_length: if p.remote.fork == fork {
-                    p.remote.length
-                } else {
-                    0
-                },
-                can_upgrade: true,
+                remote_length,
+                can_upgrade,
                 uploading: true,
                 downloading: true,
                 has_manifest,
@@ -487,20 +502,22 @@ impl Replica {
             })
         };
         let log = &self.log;
+        // What we cannot prove is "not available" (with the manifest when it was asked
+        // for), never an error of ours or of the peer's.
+        let not_available = || match (r.manifest, log.manifest()) {
+            (true, Some(manifest)) => Message::Data(Data {
+                request: r.id,
+                fork: log.fork(),
+                manifest: Some(manifest),
+                ..Data::default()
+            }),
+            _ => no_data(NOT_AVAILABLE),
+        };
         let unavailable = r.fork != log.fork()
             || r.seek.is_some()
             || r.block.as_ref().is_some_and(|b| !log.has(b.index));
         if unavailable {
-            let reply = match (r.manifest, log.manifest()) {
-                (true, Some(manifest)) => Message::Data(Data {
-                    request: r.id,
-                    fork: log.fork(),
-                    manifest: Some(manifest),
-                    ..Data::default()
-                }),
-                _ => no_data(NOT_AVAILABLE),
-            };
-            out.push((peer, reply));
+            out.push((peer, not_available()));
             return Ok(());
         }
         let req = ProofRequest {
@@ -510,6 +527,13 @@ impl Replica {
         };
         let proof = match log.proof(&req) {
             Ok(p) => p,
+            Err(LogError::NotHeld(node)) => {
+                // A partial copy asked for what it skipped over (peers at different
+                // lengths while the writer appends): the peer asks someone else.
+                tracing::debug!(peer, node, "hypercore request needs a node we do not hold");
+                out.push((peer, not_available()));
+                return Ok(());
+            }
             Err(LogError::InvalidRequest(why)) => {
                 tracing::debug!(peer, why, "invalid hypercore request");
                 out.push((peer, no_data(INVALID_REQUEST)));
@@ -719,6 +743,7 @@ impl Replica {
         let peers: Vec<PeerId> = self.opened_peers();
         for peer in peers {
             let mut cursor = self.log.contiguous_length();
+            let end = self.provable_end(self.peers[&peer].remote.length);
             loop {
                 let p = &self.peers[&peer];
                 if p.inflight.len() >= self.config.max_inflight
@@ -727,7 +752,7 @@ impl Replica {
                 {
                     break;
                 }
-                let Some(block) = self.next_wanted(peer, cursor, length) else {
+                let Some(block) = self.next_wanted(peer, cursor, end) else {
                     break;
                 };
                 cursor = block + 1;
@@ -756,6 +781,28 @@ impl Replica {
                 ));
             }
         }
+    }
+
+    /// The blocks a peer that is `remote_length` long can prove to us: the proof of a
+    /// block climbs to the root above it in our tree (see [`nodes_to_root`]), which a
+    /// shorter peer can only reach when that whole root lies within its length (it
+    /// would refuse the request as invalid otherwise). So: every block for a peer as
+    /// long as we are, and the blocks under our leading roots that end within its length
+    /// for a shorter one (peers at different lengths while the writer appends).
+    fn provable_end(&self, remote_length: u64) -> u64 {
+        let head = self.log.head();
+        if remote_length >= head.length {
+            return head.length;
+        }
+        let mut end = 0;
+        for root in &head.roots {
+            let next = end + flat::count_leaves(root.index);
+            if next > remote_length {
+                break;
+            }
+            end = next;
+        }
+        end
     }
 
     /// The next block at or after `from` (below `end`) that we lack, `peer` holds and
@@ -829,9 +876,10 @@ fn nodes_to_root(block: u64, length: u64) -> u64 {
 
 fn classify(e: LogError) -> PeerError {
     match e {
-        LogError::Store(_) | LogError::Corrupt { .. } | LogError::MissingNode(_) => {
-            PeerError::Local(e)
-        }
+        LogError::Store(_)
+        | LogError::Corrupt { .. }
+        | LogError::MissingNode(_)
+        | LogError::NotHeld(_) => PeerError::Local(e),
         other => PeerError::BadData(other),
     }
 }
