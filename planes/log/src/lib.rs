@@ -27,6 +27,13 @@ pub use crate::log::{block_key, default_key, default_manifest, Applied, Log};
 pub use crate::net::SharedReplica;
 pub use crate::replicate::{Replica, ReplicaConfig};
 
+/// The default cap on the size of one log block ([`Log::set_max_block_bytes`],
+/// [`ReplicaConfig::max_block_bytes`]): 8 MiB. Subnet entries stay well under it (a few
+/// MiB at most), it keeps a block and its proof inside one protomux frame (uint24
+/// framing: 16 MiB), which a block must fit to be replicated at all, and it bounds what
+/// one answer from a peer costs us to hold and hash.
+pub const DEFAULT_MAX_BLOCK_BYTES: usize = 8 << 20;
+
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -61,6 +68,17 @@ pub enum LogError {
         key: String,
         /// What is wrong.
         why: String,
+    },
+    /// A block larger than the log's cap ([`Log::set_max_block_bytes`]): an append
+    /// holding one is refused whole, and a peer's block (which did verify) is not stored.
+    #[error("block {block} is {size} bytes, above the cap of {max} bytes")]
+    BlockTooLarge {
+        /// The block's index (the one it would have had, for an append).
+        block: u64,
+        /// Its size in bytes.
+        size: usize,
+        /// The cap.
+        max: usize,
     },
     /// Appending to a log whose secret key we do not hold.
     #[error("this log is read-only here (not our writer log)")]

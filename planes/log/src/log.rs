@@ -122,6 +122,8 @@ pub struct Log {
     head: TreeHead,
     have: Bitfield,
     contiguous: u64,
+    /// The largest block appended or stored.
+    max_block_bytes: usize,
 }
 
 impl std::fmt::Debug for Log {
@@ -161,6 +163,7 @@ impl Log {
             head: TreeHead::default(),
             have: Bitfield::default(),
             contiguous: 0,
+            max_block_bytes: crate::DEFAULT_MAX_BLOCK_BYTES,
         };
         log.load()?;
         Ok(log)
@@ -278,6 +281,19 @@ impl Log {
         self.contiguous
     }
 
+    /// The largest block this log appends or stores, in bytes.
+    pub fn max_block_bytes(&self) -> usize {
+        self.max_block_bytes
+    }
+
+    /// Sets the largest block this log appends or stores (by default
+    /// [`DEFAULT_MAX_BLOCK_BYTES`](crate::DEFAULT_MAX_BLOCK_BYTES)); a
+    /// [`Replica`](crate::Replica) sets it from its [`ReplicaConfig`](crate::ReplicaConfig).
+    /// Blocks stored already stay, whatever their size.
+    pub fn set_max_block_bytes(&mut self, max: usize) {
+        self.max_block_bytes = max;
+    }
+
     /// True when we hold the secret key and can append.
     pub fn is_writable(&self) -> bool {
         self.keypair.is_some()
@@ -350,11 +366,25 @@ impl Log {
         );
     }
 
-    /// Appends `entries` and returns the new length. Durable when this returns.
+    /// Appends `entries` and returns the new length. Durable when this returns. Refused
+    /// whole, with nothing written, when one entry is above
+    /// [`max_block_bytes`](Self::max_block_bytes) ([`LogError::BlockTooLarge`]).
     pub fn append<E: AsRef<[u8]> + Sync>(&mut self, entries: &[E]) -> Result<u64, LogError> {
         let keypair = self.keypair.as_ref().ok_or(LogError::ReadOnly)?;
         if entries.is_empty() {
             return Ok(self.head.length);
+        }
+        let oversized = entries
+            .iter()
+            .map(|e| e.as_ref().len())
+            .enumerate()
+            .find(|&(_, size)| size > self.max_block_bytes);
+        if let Some((i, size)) = oversized {
+            return Err(LogError::BlockTooLarge {
+                block: self.head.length + i as u64,
+                size,
+                max: self.max_block_bytes,
+            });
         }
         let mut head = self.head.clone();
         let mut batch = Batch::default();
@@ -467,7 +497,10 @@ impl Log {
     }
 
     /// Verifies a peer's data (proof plus block value) and stores what it proves. Fails
-    /// without storing anything when the proof or signature is invalid.
+    /// without storing anything when the proof or signature is invalid, and when the
+    /// block is above [`max_block_bytes`](Self::max_block_bytes): that is
+    /// [`LogError::BlockTooLarge`], returned only once the block verified (so it tells
+    /// that the log really holds such a block, not that a peer sent garbage).
     pub fn apply(&mut self, proof: &Proof, value: Option<&[u8]>) -> Result<Applied, LogError> {
         if proof.upgrade.is_some() && self.head.length > 0 && proof.fork != self.head.fork {
             return Err(LogError::InvalidProof(format!(
@@ -498,6 +531,15 @@ impl Log {
             if !verifier.verify(&self.key, &verified.head) {
                 return Err(LogError::InvalidSignature {
                     length: verified.head.length,
+                });
+            }
+        }
+        if let (Some(b), Some(v)) = (&proof.block, value) {
+            if v.len() > self.max_block_bytes {
+                return Err(LogError::BlockTooLarge {
+                    block: b.index,
+                    size: v.len(),
+                    max: self.max_block_bytes,
                 });
             }
         }

@@ -22,6 +22,9 @@
 //! asked of a shorter peer when the root its proof climbs to lies within that peer's
 //! length.
 //!
+//! Blocks larger than [`ReplicaConfig::max_block_bytes`] are never stored (nor anything
+//! after them).
+//!
 //! A peer whose data does not verify is reported as [`PeerError::BadData`]: the caller
 //! drops it, and the blocks it owed are requested again from the others. Seeks (byte
 //! offsets), pushes and reorgs (fork changes of a log we already hold) are not supported:
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::bitfield::Bitfield;
 use crate::tree::{IndexedProof, Proof, ProofRequest, UpgradeProof};
 use crate::wire::{
-    Data, DataBlock, DataHash, DataUpgrade, Handshake, Message, NoData, Range, Request,
+    Cancel, Data, DataBlock, DataHash, DataUpgrade, Handshake, Message, NoData, Range, Request,
     RequestBlock, RequestUpgrade, Synchronize, Want,
 };
 use crate::{caps, flat, Log, LogError};
@@ -78,6 +81,15 @@ pub struct ReplicaConfig {
     /// A request unanswered this long is given up and asked of another peer; the silent
     /// peer gets no requests for as long again. Enforced by [`Replica::tick`].
     pub request_timeout: Duration,
+    /// The largest block appended to or stored in the log, in bytes (set on the log by
+    /// [`Replica::new`]; see [`crate::DEFAULT_MAX_BLOCK_BYTES`] for the default). A
+    /// peer's block above it is not stored: when it verifies, the writer did write it,
+    /// so the peer is kept (it broke no rule; dropping it would also cut its other logs
+    /// off) and the log is downloaded no further (from then on, no block after it is
+    /// requested, and answers already on their way are not stored: the contiguous length
+    /// stops before it on every peer with the same cap alike); when it does not verify,
+    /// the peer is dropped as for any bad data ([`PeerError::BadData`]).
+    pub max_block_bytes: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -87,6 +99,7 @@ impl Default for ReplicaConfig {
             download: true,
             min_peers: 1,
             request_timeout: Duration::from_secs(10),
+            max_block_bytes: crate::DEFAULT_MAX_BLOCK_BYTES,
         }
     }
 }
@@ -156,6 +169,8 @@ pub struct ReplicaStats {
     pub bad_peers: u64,
     /// Requests given up after `request_timeout`.
     pub request_timeouts: u64,
+    /// Blocks peers sent that verified but were above `max_block_bytes`, not stored.
+    pub blocks_refused: u64,
 }
 
 /// One request we sent and wait an answer for.
@@ -199,6 +214,9 @@ pub struct Replica {
     stats: ReplicaStats,
     /// The time of the last [`Replica::tick`].
     clock: Option<Instant>,
+    /// The first block known (verified) to be above `max_block_bytes`: downloads stop
+    /// before it.
+    oversized: Option<u64>,
 }
 
 impl Peer {
@@ -208,8 +226,9 @@ impl Peer {
 }
 
 impl Replica {
-    /// Replicates `log`.
-    pub fn new(log: Log, config: ReplicaConfig) -> Replica {
+    /// Replicates `log`, whose block cap becomes `config.max_block_bytes`.
+    pub fn new(mut log: Log, config: ReplicaConfig) -> Replica {
+        log.set_max_block_bytes(config.max_block_bytes);
         Replica {
             log,
             config,
@@ -221,7 +240,35 @@ impl Replica {
             downloading: false,
             stats: ReplicaStats::default(),
             clock: None,
+            oversized: None,
         }
+    }
+
+    /// Gives up (and cancels with the peers) the block requests at or beyond
+    /// [`Replica::download_end`], whose answers would not be stored.
+    fn cancel_beyond_end(&mut self, out: &mut Outgoing) {
+        let end = self.download_end();
+        let cancelled: Vec<(PeerId, u64)> = self
+            .peers
+            .iter()
+            .flat_map(|(&peer, p)| {
+                p.inflight
+                    .iter()
+                    .filter(|(_, req)| req.block.is_some_and(|b| b >= end))
+                    .map(move |(&id, _)| (peer, id))
+            })
+            .collect();
+        for (peer, id) in cancelled {
+            if let Ok(Some(_)) = self.take_inflight(peer, id) {
+                out.push((peer, Message::Cancel(Cancel { request: id })));
+            }
+        }
+    }
+
+    /// Blocks are downloaded below this index only: the first block found to be above
+    /// the block cap.
+    fn download_end(&self) -> u64 {
+        self.oversized.unwrap_or(u64::MAX)
     }
 
     /// Counters.
@@ -241,7 +288,8 @@ impl Replica {
 
     /// True when a peer holding the log (one that has its manifest or blocks) has told
     /// us its length, we have every block of the signed length, and no peer announced a
-    /// longer one. Peers that are themselves still empty do not count as sources.
+    /// longer one. Peers that are themselves still empty do not count as sources. Never
+    /// while a block above the block cap stops the download short of the length.
     pub fn is_complete(&self) -> bool {
         let sources = self
             .peers
@@ -460,10 +508,12 @@ impl Replica {
         if !self.config.download {
             return;
         }
+        let limit = self.download_end();
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        let needed = p.remote.length.div_ceil(WANT_BATCH).min(MAX_WANT_BATCHES);
+        let wanted = p.remote.length.min(limit);
+        let needed = wanted.div_ceil(WANT_BATCH).min(MAX_WANT_BATCHES);
         while p.wanted_batches < needed {
             out.push((
                 peer,
@@ -620,6 +670,12 @@ impl Replica {
                 self.log.set_manifest(m).map_err(classify)?;
             }
         }
+        if req.block.is_some_and(|b| b >= self.download_end()) {
+            // Asked for before a block above the cap was found before it (such requests
+            // are cancelled, but the answer may have crossed the cancellation): not stored.
+            self.schedule(out);
+            return Ok(());
+        }
         let matches = match (req.block, &d.block) {
             (Some(want), Some(got)) => want == got.index,
             (Some(_), None) => false,
@@ -628,9 +684,25 @@ impl Replica {
         };
         if matches && (d.block.is_some() || d.upgrade.is_some() || d.hash.is_some()) {
             let (proof, value) = data_to_proof(d);
-            let applied = match self.log.apply(&proof, value.as_deref()).map_err(classify) {
+            let applied = match self.log.apply(&proof, value.as_deref()) {
                 Ok(a) => a,
+                Err(LogError::BlockTooLarge { block, size, max }) => {
+                    // It verified: the writer wrote it, and the peer broke no rule. The
+                    // log is downloaded no further (see `ReplicaConfig::max_block_bytes`).
+                    tracing::info!(
+                        block,
+                        size,
+                        max,
+                        "log block above the block cap: not stored, the download stops there"
+                    );
+                    self.stats.blocks_refused += 1;
+                    self.oversized = Some(self.oversized.map_or(block, |o| o.min(block)));
+                    self.cancel_beyond_end(out);
+                    self.schedule(out);
+                    return Ok(());
+                }
                 Err(e) => {
+                    let e = classify(e);
                     if matches!(e, PeerError::BadData(_)) {
                         self.stats.bad_peers += 1;
                     }
@@ -743,7 +815,9 @@ impl Replica {
         let peers: Vec<PeerId> = self.opened_peers();
         for peer in peers {
             let mut cursor = self.log.contiguous_length();
-            let end = self.provable_end(self.peers[&peer].remote.length);
+            let end = self
+                .provable_end(self.peers[&peer].remote.length)
+                .min(self.download_end());
             loop {
                 let p = &self.peers[&peer];
                 if p.inflight.len() >= self.config.max_inflight

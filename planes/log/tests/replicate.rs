@@ -1,6 +1,7 @@
 //! Replication between replicas over in-memory protomux pairs: full download with
 //! verification, live appends, two sources at once with one serving damaged blocks, and
-//! a peer sending malformed or oversized messages, which is dropped while others go on.
+//! a peer sending malformed or oversized messages, which is dropped while others go on;
+//! a block above the reader's cap.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,4 +311,45 @@ async fn a_silent_peer_does_not_stall_the_download() {
         r.with(|r| r.stats().request_timeouts) > 0,
         "the silent peer's requests timed out"
     );
+}
+
+/// The blocks of the log with `key` stored in `kv`, by index.
+fn stored_blocks(kv: &MemoryStore, key: &[u8; 32]) -> Vec<u64> {
+    let mut prefix = block_key(&caps::discovery_key(key), 0);
+    prefix.truncate(prefix.len() - 8);
+    kv.scan_prefix(&prefix)
+        .unwrap()
+        .iter()
+        .map(|(k, _)| u64::from_be_bytes(k[prefix.len()..].try_into().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_block_above_the_readers_cap_is_not_stored() {
+    // The writer's cap (the default, 8 MiB) lets a 1 MiB block in; the reader's is 64 KiB.
+    let (_, mut log) = writer(10);
+    log.append(&[vec![5u8; 1 << 20]]).unwrap();
+    log.append(&[b"after".as_slice()]).unwrap();
+    let key = *log.key();
+    let w = shared(log, ReplicaConfig::default());
+    let kv = Arc::new(MemoryStore::default());
+    let r = shared(
+        Log::open(kv.clone(), key).unwrap(),
+        ReplicaConfig {
+            max_block_bytes: 64 << 10,
+            ..ReplicaConfig::default()
+        },
+    );
+    let (mux, _) = connect(&w, &r);
+    tokio::time::timeout(T, r.wait_for(|r| r.stats().blocks_refused == 1))
+        .await
+        .expect("the big block was served and refused");
+    r.with(|r| {
+        assert_eq!(r.log().length(), 12);
+        assert_eq!(r.log().contiguous_length(), 10);
+        assert!(!r.log().has(10) && !r.log().has(11));
+    });
+    assert_eq!(stored_blocks(&kv, &key), (0..10).collect::<Vec<_>>());
+    // The writer broke no rule: it stays connected.
+    assert!(!mux.is_closed());
 }

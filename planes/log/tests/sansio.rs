@@ -1,6 +1,6 @@
 //! Replicas stepped by hand, message by message, with no runtime: what a replica asks of
 //! a peer and answers it when the two are at different lengths or hold different parts
-//! of the log.
+//! of the log; the block cap (appends and peers' blocks).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,8 +8,10 @@ use std::sync::Arc;
 use intercom_crypto::KeyPair;
 use intercom_log::replicate::{Outgoing, PeerError, PeerId, INVALID_REQUEST, NOT_AVAILABLE};
 use intercom_log::wire::{Message, Request, RequestUpgrade};
-use intercom_log::{Log, Replica, ReplicaConfig};
-use intercom_stores::MemoryStore;
+use intercom_log::{
+    block_key, caps, Log, LogError, Replica, ReplicaConfig, DEFAULT_MAX_BLOCK_BYTES,
+};
+use intercom_stores::{KvStore, MemoryStore};
 
 const HANDSHAKE_HASH: [u8; 64] = [5; 64];
 
@@ -253,4 +255,146 @@ fn a_shorter_peer_is_not_asked_for_blocks_it_cannot_prove() {
     net.connect(r, w);
     net.run();
     assert_eq!(net.nodes[r].log().contiguous_length(), 8);
+}
+
+/// The block keys stored in `kv` for the log with `key`, by index.
+fn stored_blocks(kv: &MemoryStore, key: &[u8; 32]) -> Vec<u64> {
+    let mut prefix = block_key(&caps::discovery_key(key), 0);
+    prefix.truncate(prefix.len() - 8);
+    kv.scan_prefix(&prefix)
+        .unwrap()
+        .iter()
+        .map(|(k, _)| u64::from_be_bytes(k[prefix.len()..].try_into().unwrap()))
+        .collect()
+}
+
+/// Block requests `from` sent `to`, by block index.
+fn requested(net: &Net, from: usize, to: usize) -> Vec<u64> {
+    net.delivered
+        .iter()
+        .filter(|s| (s.from, s.to) == (from, to))
+        .filter_map(|s| match &s.message {
+            Message::Request(r) => r.block.as_ref().map(|b| b.index),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn appending_a_block_above_the_cap_is_refused_and_stores_nothing() {
+    let kv = Arc::new(MemoryStore::default());
+    let mut log = Log::open_writer(kv.clone(), KeyPair::from_seed(&[22; 32])).unwrap();
+    assert_eq!(log.max_block_bytes(), DEFAULT_MAX_BLOCK_BYTES);
+    log.append(&blocks(0..3)).unwrap();
+    let before = kv.scan_prefix(b"").unwrap();
+    let huge = vec![7u8; 100 << 20];
+    // Alone, or after blocks that fit: the whole append is refused.
+    for entries in [vec![huge.clone()], vec![b"fits".to_vec(), huge.clone()]] {
+        let err = log.append(&entries).unwrap_err();
+        let LogError::BlockTooLarge { block, size, max } = err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            (block, size, max),
+            (2 + entries.len() as u64, 100 << 20, DEFAULT_MAX_BLOCK_BYTES)
+        );
+    }
+    assert_eq!(log.length(), 3);
+    assert!(
+        kv.scan_prefix(b"").unwrap() == before,
+        "nothing was written"
+    );
+
+    // The same through a replica, whose config sets the cap.
+    let mut replica = Replica::new(
+        log,
+        ReplicaConfig {
+            max_block_bytes: 1000,
+            ..ReplicaConfig::default()
+        },
+    );
+    assert!(matches!(
+        replica.append(&[vec![1u8; 1001]]),
+        Err(LogError::BlockTooLarge {
+            block: 3,
+            size: 1001,
+            max: 1000
+        })
+    ));
+    replica.append(&[vec![1u8; 1000]]).unwrap();
+    assert_eq!(replica.log().length(), 4);
+}
+
+/// A writer (cap 64 KiB) whose block 3 is 4 KiB, and a reader capped at 1 KiB.
+fn oversized_block_at_3() -> (Net, usize, usize, Arc<MemoryStore>) {
+    let mut net = Net::default();
+    let log = writer_log();
+    let key = *log.key();
+    let big = ReplicaConfig {
+        max_block_bytes: 64 << 10,
+        ..ReplicaConfig::default()
+    };
+    let w = net.add(log, big);
+    let mut entries = blocks(0..8);
+    entries[3] = vec![3u8; 4096];
+    net.append(w, &entries);
+    let kv = Arc::new(MemoryStore::default());
+    let r = net.add(
+        Log::open(kv.clone(), key).unwrap(),
+        ReplicaConfig {
+            max_block_bytes: 1024,
+            ..ReplicaConfig::default()
+        },
+    );
+    (net, w, r, kv)
+}
+
+#[test]
+fn a_verified_block_above_the_cap_is_not_stored_and_the_download_stops_there() {
+    let (mut net, w, r, kv) = oversized_block_at_3();
+    let key = *net.nodes[w].log().key();
+    net.connect(w, r);
+    // The writer serves it (its cap is higher) and is not dropped: it broke no rule.
+    net.run_with(|_| true).expect("no peer is dropped");
+    let reader = net.nodes[r].log();
+    assert_eq!(reader.length(), 8);
+    assert_eq!(reader.contiguous_length(), 3);
+    assert!(!reader.has(3));
+    assert_eq!(stored_blocks(&kv, &key), vec![0, 1, 2]);
+    assert_eq!(net.nodes[r].stats().blocks_refused, 1);
+    // Blocks after it are not asked for again once it is known.
+    net.append(w, &blocks(8..20));
+    net.run();
+    assert_eq!(net.nodes[r].log().length(), 20);
+    assert_eq!(stored_blocks(&kv, &key), vec![0, 1, 2]);
+    assert!(requested(&net, r, w).iter().filter(|&&b| b == 3).count() == 1);
+}
+
+#[test]
+fn a_peer_sending_an_oversized_block_that_does_not_verify_is_dropped() {
+    let (mut net, w, r, kv) = oversized_block_at_3();
+    let key = *net.nodes[w].log().key();
+    net.connect(w, r);
+    // A peer that answers the request for block 3 with other bytes of the same size.
+    let mut forged = None;
+    let result = net.run_with(|s| {
+        if let Message::Data(d) = &s.message {
+            if d.block.as_ref().is_some_and(|b| b.index == 3) {
+                forged = Some(s.clone());
+                return false;
+            }
+        }
+        true
+    });
+    result.unwrap();
+    let mut sent = forged.expect("block 3 was served");
+    if let Message::Data(d) = &mut sent.message {
+        d.block.as_mut().unwrap().value = vec![4u8; 4096];
+    }
+    let err = net.nodes[r]
+        .on_message(sent.peer, sent.message)
+        .unwrap_err();
+    assert!(matches!(err, PeerError::BadData(_)), "{err}");
+    assert!(!stored_blocks(&kv, &key).contains(&3));
+    assert_eq!(net.nodes[r].stats().blocks_refused, 0);
 }
