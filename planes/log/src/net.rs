@@ -67,6 +67,15 @@ impl SharedReplica {
         Ok(length)
     }
 
+    /// Downloads blocks below `limit` only (all for `None`); see
+    /// [`Replica::set_download_limit`]. Takes effect on every live replication at once:
+    /// the requests a raised limit allows (and the cancellations of a lowered one) are
+    /// queued to the peers now, not at their next message.
+    pub fn set_download_limit(&self, limit: Option<u64>) {
+        // Setting a limit fails no peer: there is no error to report.
+        let _ = self.feed(|r| Ok(r.set_download_limit(limit)));
+    }
+
     /// Waits until `done` holds for the replica (checked after every change).
     pub async fn wait_for(&self, mut done: impl FnMut(&Replica) -> bool) {
         let mut rx = self.changes.subscribe();

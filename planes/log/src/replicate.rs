@@ -22,8 +22,9 @@
 //! asked of a shorter peer when the root its proof climbs to lies within that peer's
 //! length.
 //!
-//! Blocks larger than [`ReplicaConfig::max_block_bytes`] are never stored (nor anything
-//! after them).
+//! Two bounds on what we download: blocks larger than [`ReplicaConfig::max_block_bytes`]
+//! are never stored (nor anything after them), and [`Replica::set_download_limit`] stops
+//! the download at a given length while the signed length is still followed.
 //!
 //! A peer whose data does not verify is reported as [`PeerError::BadData`]: the caller
 //! drops it, and the blocks it owed are requested again from the others. Seeks (byte
@@ -214,6 +215,8 @@ pub struct Replica {
     stats: ReplicaStats,
     /// The time of the last [`Replica::tick`].
     clock: Option<Instant>,
+    /// Blocks at or beyond this index are not downloaded ([`Replica::set_download_limit`]).
+    download_limit: Option<u64>,
     /// The first block known (verified) to be above `max_block_bytes`: downloads stop
     /// before it.
     oversized: Option<u64>,
@@ -240,8 +243,32 @@ impl Replica {
             downloading: false,
             stats: ReplicaStats::default(),
             clock: None,
+            download_limit: None,
             oversized: None,
         }
+    }
+
+    /// Downloads blocks below `limit` only (every block for `None`), from now on and on
+    /// every open channel. Blocks at or beyond it are not requested, and answers to
+    /// requests made before are not stored (those requests are cancelled). The signed
+    /// length is still followed (upgrades are a few nodes and a signature, and tell how
+    /// long the log is), and blocks stored already stay. Raising or clearing the limit
+    /// resumes the download at once: the returned messages carry the new requests (and
+    /// the cancellations when it is lowered).
+    pub fn set_download_limit(&mut self, limit: Option<u64>) -> Outgoing {
+        self.download_limit = limit;
+        let mut out = Vec::new();
+        self.cancel_beyond_end(&mut out);
+        for peer in self.opened_peers() {
+            self.want_batches(peer, &mut out);
+        }
+        self.schedule(&mut out);
+        out
+    }
+
+    /// The download limit ([`Replica::set_download_limit`]).
+    pub fn download_limit(&self) -> Option<u64> {
+        self.download_limit
     }
 
     /// Gives up (and cancels with the peers) the block requests at or beyond
@@ -265,10 +292,11 @@ impl Replica {
         }
     }
 
-    /// Blocks are downloaded below this index only: the first block found to be above
-    /// the block cap.
+    /// Blocks are downloaded below this index only: the download limit, and the first
+    /// block found to be above the block cap.
     fn download_end(&self) -> u64 {
-        self.oversized.unwrap_or(u64::MAX)
+        let limit = self.download_limit.unwrap_or(u64::MAX);
+        limit.min(self.oversized.unwrap_or(u64::MAX))
     }
 
     /// Counters.
@@ -289,7 +317,8 @@ impl Replica {
     /// True when a peer holding the log (one that has its manifest or blocks) has told
     /// us its length, we have every block of the signed length, and no peer announced a
     /// longer one. Peers that are themselves still empty do not count as sources. Never
-    /// while a block above the block cap stops the download short of the length.
+    /// while a download limit, or a block above the block cap, stops the download short
+    /// of the length.
     pub fn is_complete(&self) -> bool {
         let sources = self
             .peers
@@ -671,8 +700,9 @@ impl Replica {
             }
         }
         if req.block.is_some_and(|b| b >= self.download_end()) {
-            // Asked for before a block above the cap was found before it (such requests
-            // are cancelled, but the answer may have crossed the cancellation): not stored.
+            // Asked for before the download limit came down to it, or before a block
+            // above the cap was found before it (such requests are cancelled, but the
+            // answer may have crossed the cancellation): not stored.
             self.schedule(out);
             return Ok(());
         }

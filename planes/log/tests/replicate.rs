@@ -1,7 +1,7 @@
 //! Replication between replicas over in-memory protomux pairs: full download with
 //! verification, live appends, two sources at once with one serving damaged blocks, and
 //! a peer sending malformed or oversized messages, which is dropped while others go on;
-//! a block above the reader's cap.
+//! a block above the reader's cap, and a download limit changed on a live session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -352,4 +352,39 @@ async fn a_block_above_the_readers_cap_is_not_stored() {
     assert_eq!(stored_blocks(&kv, &key), (0..10).collect::<Vec<_>>());
     // The writer broke no rule: it stays connected.
     assert!(!mux.is_closed());
+}
+
+#[tokio::test]
+async fn a_download_limit_changed_on_a_live_session() {
+    let (_, log) = writer(200);
+    let key = *log.key();
+    let w = shared(log, ReplicaConfig::default());
+    let kv = Arc::new(MemoryStore::default());
+    let r = shared(
+        Log::open(kv.clone(), key).unwrap(),
+        ReplicaConfig::default(),
+    );
+    r.set_download_limit(Some(100));
+    let _conn = connect(&w, &r);
+    tokio::time::timeout(
+        T,
+        r.wait_for(|r| r.log().length() == 200 && r.log().contiguous_length() == 100),
+    )
+    .await
+    .unwrap();
+    for start in (200..1200).step_by(100) {
+        let batch: Vec<Vec<u8>> = (start..start + 100).map(entry).collect();
+        w.append(&batch).unwrap();
+    }
+    tokio::time::timeout(T, r.wait_for(|r| r.log().length() == 1200))
+        .await
+        .unwrap();
+    // Time for requests that should not be sent to be sent and answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stored_blocks(&kv, &key), (0..100).collect::<Vec<_>>());
+    assert_eq!(r.with(|r| r.stats().blocks_downloaded), 100);
+    // Raised with nothing else going on: the download resumes at once.
+    r.set_download_limit(None);
+    complete(&r, 1200).await;
+    assert_eq!(r.with(|r| r.log().get(1199).unwrap()).unwrap(), entry(1199));
 }

@@ -1,6 +1,6 @@
 //! Replicas stepped by hand, message by message, with no runtime: what a replica asks of
 //! a peer and answers it when the two are at different lengths or hold different parts
-//! of the log; the block cap (appends and peers' blocks).
+//! of the log; the block cap (appends and peers' blocks); the download limit.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -106,6 +106,20 @@ impl Net {
             self.send(sent.to, out);
         }
         Ok(())
+    }
+
+    /// Delivers at most `n` messages, leaving the rest in flight.
+    fn deliver(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(sent) = self.queue.pop_front() else {
+                return;
+            };
+            let out = self.nodes[sent.to]
+                .on_message(sent.peer, sent.message.clone())
+                .unwrap();
+            self.delivered.push(sent.clone());
+            self.send(sent.to, out);
+        }
     }
 
     fn run(&mut self) {
@@ -397,4 +411,77 @@ fn a_peer_sending_an_oversized_block_that_does_not_verify_is_dropped() {
     assert!(matches!(err, PeerError::BadData(_)), "{err}");
     assert!(!stored_blocks(&kv, &key).contains(&3));
     assert_eq!(net.nodes[r].stats().blocks_refused, 0);
+}
+
+#[test]
+fn a_download_limit_holds_while_the_writer_appends_and_raising_it_resumes() {
+    let mut net = Net::default();
+    let log = writer_log();
+    let key = *log.key();
+    let w = net.add(log, ReplicaConfig::default());
+    net.append(w, &blocks(0..100));
+    let kv = Arc::new(MemoryStore::default());
+    let r = net.add(
+        Log::open(kv.clone(), key).unwrap(),
+        ReplicaConfig::default(),
+    );
+    assert!(net.nodes[r].set_download_limit(Some(50)).is_empty());
+    assert_eq!(net.nodes[r].download_limit(), Some(50));
+    net.connect(w, r);
+    net.run();
+    // 10,000 more blocks, in appends of 100 that the reader follows one by one.
+    for start in (100..10_100).step_by(100) {
+        net.append(w, &blocks(start..start + 100));
+        net.run();
+    }
+    let reader = net.nodes[r].log();
+    assert_eq!(
+        reader.length(),
+        10_100,
+        "the signed length is still followed"
+    );
+    assert_eq!(reader.contiguous_length(), 50);
+    let asked = requested(&net, r, w);
+    assert_eq!(
+        asked.iter().max(),
+        Some(&49),
+        "nothing at or beyond 50 is requested"
+    );
+    assert_eq!(stored_blocks(&kv, &key), (0..50).collect::<Vec<_>>());
+
+    // Raised: the requests go out at once (no message from the writer is needed).
+    let out = net.nodes[r].set_download_limit(Some(5_000));
+    assert!(
+        out.iter()
+            .any(|(_, m)| matches!(m, Message::Request(q) if q.block.is_some())),
+        "{out:?}"
+    );
+    net.send(r, out);
+    // Lowered again while those are in flight (the writer has answered them all, the
+    // answers are on their way): those beyond it are cancelled, and their answers,
+    // which crossed the cancellations, are not stored.
+    while net.queue.front().is_some_and(|s| s.to != r) {
+        net.deliver(1);
+    }
+    assert!(net
+        .queue
+        .iter()
+        .any(|s| matches!(&s.message, Message::Data(d) if d.block.as_ref().is_some_and(|b| b.index >= 60))));
+    let out = net.nodes[r].set_download_limit(Some(60));
+    assert!(
+        out.iter().any(|(_, m)| matches!(m, Message::Cancel(_))),
+        "{out:?}"
+    );
+    net.send(r, out);
+    net.run();
+    let held = stored_blocks(&kv, &key);
+    assert!(held.iter().all(|&b| b < 60), "{:?}", held.last());
+    assert_eq!(net.nodes[r].log().contiguous_length(), 60);
+
+    // Cleared: the rest is downloaded.
+    let out = net.nodes[r].set_download_limit(None);
+    net.send(r, out);
+    net.run();
+    assert_eq!(net.nodes[r].log().contiguous_length(), 10_100);
+    assert_eq!(net.nodes[r].log().verify_all().unwrap(), 10_100);
 }
