@@ -13,6 +13,16 @@
 //! | `subnet/author/<key>`    | the address bound to writer log `<key>` |
 //! | `subnet/auto_add_writers`| `true` when join requests are honoured  |
 //! | `subnet/transactions`    | `true` once `enable_transactions` ran   |
+//! | `subnet/quota`           | `{"keys": n, "bytes": n}`: every author's quota (default [`DEFAULT_QUOTA`]) |
+//! | `subnet/quota/<address>` | the same for one author, overriding the default |
+//! | `subnet/usage/<address>` | `{"keys": n, "bytes": n}` the author's operations hold |
+//!
+//! **Quotas.** Every contract operation (transaction, action, feature) is charged to its
+//! author: each key it creates counts one key, and every key's bytes (key plus compact
+//! JSON value) count as they grow or shrink. An operation that would take its author
+//! above the quota in keys or in bytes, while adding to that measure, is rejected;
+//! operations that free space always apply. Usage never goes below zero (an author may
+//! delete keys another wrote). The admin changes quotas with `set_quota`.
 //!
 //! The bootstrap writer is always a writer and an indexer and cannot be removed.
 
@@ -23,6 +33,34 @@ use crate::entry::{bind_message, join_message, Body, Key, Membership};
 use intercom_contracts::StagedState;
 
 use crate::state::AppState;
+
+/// The quota of an author with none of its own while the admin set no default.
+pub const DEFAULT_QUOTA: Quota = Quota {
+    keys: 100_000,
+    bytes: 64 * 1024 * 1024,
+};
+
+/// How much contract state an author may hold, or holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Keys.
+    pub keys: u64,
+    /// Bytes: each key's length plus its compact JSON value's.
+    pub bytes: u64,
+}
+
+impl Quota {
+    fn from_json(v: &Value) -> Option<Quota> {
+        Some(Quota {
+            keys: v.get("keys")?.as_u64()?,
+            bytes: v.get("bytes")?.as_u64()?,
+        })
+    }
+
+    fn to_json(self) -> Value {
+        json!({"keys": self.keys, "bytes": self.bytes})
+    }
+}
 
 /// What applying an entry did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +179,23 @@ impl Members<'_> {
         self.flag("subnet/auto_add_writers")
     }
 
+    /// The quota of `author` (an address, hex).
+    pub fn quota(&self, author: &str) -> Quota {
+        self.0
+            .get(&format!("subnet/quota/{author}"))
+            .or_else(|| self.0.get("subnet/quota"))
+            .and_then(|v| Quota::from_json(&v))
+            .unwrap_or(DEFAULT_QUOTA)
+    }
+
+    /// The contract state `author`'s operations hold.
+    pub fn usage(&self, author: &str) -> Quota {
+        self.0
+            .get(&format!("subnet/usage/{author}"))
+            .and_then(|v| Quota::from_json(&v))
+            .unwrap_or(Quota { keys: 0, bytes: 0 })
+    }
+
     fn flag(&self, key: &str) -> bool {
         self.0.get(key).and_then(|v| v.as_bool()).unwrap_or(false)
     }
@@ -212,7 +267,7 @@ pub fn apply_body(
             }
             let writer = hex::encode(at.writer);
             let ctx = context(at, timestamp, &author, &writer, admin.as_deref());
-            run_contract(state, |app| rules.contract.apply(&op, &ctx, app))
+            run_contract(state, &author, |app| rules.contract.apply(&op, &ctx, app))
         }
         Body::Feature { name, data } => {
             if !is_admin {
@@ -223,7 +278,7 @@ pub fn apply_body(
             }
             let writer = hex::encode(at.writer);
             let ctx = context(at, timestamp, &author, &writer, admin.as_deref());
-            run_contract(state, |app| {
+            run_contract(state, &author, |app| {
                 rules.contract.apply_feature(name, data, &ctx, app)
             })
         }
@@ -247,8 +302,11 @@ fn context<'a>(
     }
 }
 
+/// Runs a contract function on a scratch stage over `state`; keeps its writes when it
+/// succeeds and they fit `author`'s quota.
 fn run_contract(
     state: &mut StagedState<'_>,
+    author: &str,
     f: impl FnOnce(&mut dyn StateWrite) -> Result<(), intercom_contracts::ContractError>,
 ) -> Outcome {
     let mut scratch = StagedState::new(state);
@@ -256,11 +314,52 @@ fn run_contract(
     match result {
         Ok(()) => {
             let writes = scratch.into_writes();
+            if let Err(reason) = charge(state, author, &writes) {
+                return Outcome::Rejected(reason);
+            }
             state.merge(writes);
             Outcome::Applied
         }
         Err(e) => Outcome::Rejected(e.to_string()),
     }
+}
+
+/// Charges `writes` (full state keys) to `author`'s usage in `state`, or says why they do
+/// not fit its quota.
+fn charge(
+    state: &mut StagedState<'_>,
+    author: &str,
+    writes: &std::collections::BTreeMap<String, Option<Value>>,
+) -> Result<(), String> {
+    let size =
+        |key: &str, value: &Value| (key.len() + crate::state::value_bytes(value).len()) as i128;
+    let (mut keys, mut bytes) = (0i128, 0i128);
+    for (key, new) in writes {
+        let old = state.get(key);
+        keys += i128::from(new.is_some()) - i128::from(old.is_some());
+        bytes +=
+            new.as_ref().map_or(0, |v| size(key, v)) - old.as_ref().map_or(0, |v| size(key, v));
+    }
+    if keys == 0 && bytes == 0 {
+        return Ok(());
+    }
+    let members = Members(state);
+    let usage = members.usage(author);
+    let quota = members.quota(author);
+    let after =
+        |now: u64, delta: i128| (i128::from(now) + delta).clamp(0, i128::from(u64::MAX)) as u64;
+    let next = Quota {
+        keys: after(usage.keys, keys),
+        bytes: after(usage.bytes, bytes),
+    };
+    if (keys > 0 && next.keys > quota.keys) || (bytes > 0 && next.bytes > quota.bytes) {
+        return Err(format!(
+            "state quota exceeded: author {author} would hold {} keys and {} bytes (quota: {} keys, {} bytes)",
+            next.keys, next.bytes, quota.keys, quota.bytes
+        ));
+    }
+    state.put(&format!("subnet/usage/{author}"), next.to_json());
+    Ok(())
 }
 
 fn membership(
@@ -351,6 +450,21 @@ fn membership(
             state.put("subnet/indexers", json!(list));
         }
         Membership::SetAutoAddWriters(on) => state.put("subnet/auto_add_writers", json!(on)),
+        Membership::SetQuota {
+            author,
+            keys,
+            bytes,
+        } => {
+            let quota = Quota {
+                keys: *keys,
+                bytes: *bytes,
+            }
+            .to_json();
+            match author {
+                Some(a) => state.put(&format!("subnet/quota/{}", hex::encode(a)), quota),
+                None => state.put("subnet/quota", quota),
+            }
+        }
         Membership::EnableTransactions => state.put("subnet/transactions", json!(true)),
         Membership::AddAdmin(_) | Membership::JoinRequest { .. } => {}
     }

@@ -22,6 +22,7 @@ pub const MEMBERSHIP_COMMANDS: &[&str] = &[
     "/remove_indexer",
     "/set_auto_add_writers",
     "/enable_transactions",
+    "/set_quota",
 ];
 
 /// The flags the subnet and built-in chat commands take.
@@ -43,6 +44,9 @@ pub const FLAGS: &[&str] = &[
     "--pin",
     "--pin_id",
     "--status",
+    "--keys",
+    "--bytes",
+    "--proof",
 ];
 
 /// Help lines for the subnet commands.
@@ -56,8 +60,9 @@ pub const HELP: &[&str] = &[
     "- /remove_indexer --key \"<writer-key>\" | alias of /remove_writer.",
     "- /set_auto_add_writers --enabled 0|1 | honour writers' join requests (admin only).",
     "- /enable_transactions | open the subnet to /tx (admin only).",
+    "- /set_quota --keys N --bytes N [--address \"<hex>\"] | contract state each author (or one) may hold (admin only).",
     "- /tx --command \"<string|json>\" [--sim 1] | run a contract transaction (--sim 1: dry run, nothing appended).",
-    "- /get --key \"<key>\" [--confirmed true|false] | read a contract key (confirmed by default).",
+    "- /get --key \"<key>\" [--confirmed true|false] [--proof 1] | read a contract key (confirmed by default; --proof 1 adds a Merkle proof against the confirmed root).",
     "- /subnet | membership, lengths and the state root.",
     "- Chat Commands: /set_chat_status --enabled 0|1, /post --message \"...\", /set_nick --nick \"...\",",
     "  /mute_status --user <address> --muted 0|1, /set_mod --user <address> --mod 0|1, /delete_message --id <id>,",
@@ -123,6 +128,17 @@ pub async fn run(
                 arg(args, "key").ok_or("Usage: /get --key \"<key>\" [--confirmed true|false]")?;
             let confirmed = !matches!(arg(args, "confirmed").as_deref(), Some("false" | "0"))
                 && !args.contains_key("unconfirmed");
+            if matches!(arg(args, "proof").as_deref(), Some("1" | "true")) {
+                if !confirmed {
+                    return Err(
+                        "--proof 1 proves confirmed values only; drop --confirmed false".into(),
+                    );
+                }
+                let proved = handle.prove(&key).await.map_err(fail)?;
+                let state_key = format!("{}{key}", crate::state::APP_PREFIX);
+                let v = proved.to_json(&key, &state_key);
+                return Ok((vec![v.to_string()], v));
+            }
             let (value, root) = handle.get(&key, confirmed).await.map_err(fail)?;
             let v = value.unwrap_or(Value::Null);
             let root = hex::encode(root);
@@ -256,6 +272,22 @@ fn membership(command: &str, args: &Args) -> Result<Membership, String> {
         )?),
         "/set_auto_add_writers" => Membership::SetAutoAddWriters(flag(args, "enabled")?),
         "/enable_transactions" => Membership::EnableTransactions,
+        "/set_quota" => {
+            let number = |name: &str| -> Result<u64, String> {
+                let raw = arg(args, name)
+                    .ok_or("Usage: /set_quota --keys N --bytes N [--address \"<hex>\"]")?;
+                raw.parse()
+                    .map_err(|_| format!("--{name} must be a whole number, got {raw:?}"))
+            };
+            Membership::SetQuota {
+                author: match arg(args, "address") {
+                    Some(a) => Some(parse_key(&a).ok_or("--address must be 64 hex characters")?),
+                    None => None,
+                },
+                keys: number("keys")?,
+                bytes: number("bytes")?,
+            }
+        }
         other => return Err(format!("not a membership command: {other}")),
     })
 }

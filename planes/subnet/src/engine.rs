@@ -1,18 +1,34 @@
 //! The subnet's sans-io core: entries from writer logs in, confirmed state changes and
-//! applied-entry records out. It owns the [`Linearizer`] and the confirmed state; the
-//! async service feeds it log blocks and persists what [`Engine::step`] returns.
+//! applied-entry records out. It owns the [`Linearizer`] and the confirmed state (a
+//! [`StateStore`] in the peer store); each [`Engine::step`] applies what got confirmed and
+//! writes the new state, its tree, the confirmed length and the linearizer's checkpoint in
+//! one atomic write, so a restarted engine continues exactly where the store left off.
+//! What it holds in memory is bounded by what is not confirmed yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use intercom_contracts::{Contract, MemoryState, StateRead, Value};
+use intercom_contracts::{Contract, StateRead, Value};
+use intercom_stores::{Batch, KvStore};
 
 use crate::apply::{apply_body, Members, Outcome, Placement, Rules};
 use crate::entry::{Body, Entry, Key};
-use crate::linearizer::{EntryId, Linearizer, LinearizerError};
+use crate::linearizer::{EntryId, Linearizer, LinearizerError, WriterCheckpoint};
+use crate::state::{ProvedValue, StateStore};
+use crate::SubnetError;
 use intercom_contracts::StagedState;
 
-use crate::state::state_root;
+/// KV key of the confirmed length the persisted state reflects.
+const CONFIRMED_KEY: &[u8] = b"subnet/confirmed";
+/// KV key naming the subnet (and the format) the persisted state belongs to.
+const IDENTITY_KEY: &[u8] = b"subnet/identity";
+/// KV prefix of the linearizer checkpoint: one record per writer log.
+const FRONTIER_PREFIX: &str = "subnet/lin/";
+/// Everything the subnet persists lives under this prefix.
+const SUBNET_PREFIX: &[u8] = b"subnet/";
+/// Version of the persisted layout and of the ordering rule; a store written by another
+/// version is rebuilt from the logs.
+const FORMAT: u32 = 2;
 
 /// What every peer of a subnet must agree on.
 #[derive(Clone)]
@@ -31,6 +47,14 @@ enum Slot {
     Held(Entry),
     Undecodable(String),
     Applied,
+}
+
+/// One writer's pushed entries that are not applied yet.
+#[derive(Default)]
+struct Slots {
+    /// The log position of `queue[0]`.
+    base: u64,
+    queue: VecDeque<Slot>,
 }
 
 /// One confirmed entry and what applying it did.
@@ -57,36 +81,68 @@ pub struct AppliedEntry {
 pub struct Step {
     /// Entries newly confirmed and applied, in order.
     pub applied: Vec<AppliedEntry>,
-    /// The state changes to persist (`None` deletes).
+    /// The state changes it wrote (`None` deletes).
     pub writes: BTreeMap<String, Option<Value>>,
 }
 
 /// The engine.
 pub struct Engine {
     config: EngineConfig,
+    kv: Arc<dyn KvStore>,
     linearizer: Linearizer,
-    slots: Vec<Vec<Slot>>,
-    state: MemoryState,
-    /// Confirmed positions already reflected in `state` when the engine was built.
-    restored: u64,
-    root: Option<[u8; 32]>,
+    slots: Vec<Slots>,
+    state: StateStore,
     /// Per writer: one past its newest entry that is not an ack.
     substantive: HashMap<Key, u64>,
+    /// Set when the store failed under a step: nothing more is applied.
+    failed: Option<String>,
 }
 
 impl Engine {
-    /// An engine over `state`, which already holds the first `confirmed` positions
-    /// (0 and an empty state to build from scratch).
-    pub fn new(config: EngineConfig, state: MemoryState, confirmed: u64) -> Engine {
-        Engine {
-            linearizer: Linearizer::new(config.bootstrap, config.max_writers),
+    /// Opens the engine over the state persisted in `kv` (an empty state, or one of
+    /// another subnet or format, starts from scratch: the state is rebuilt from the logs).
+    pub fn open(config: EngineConfig, kv: Arc<dyn KvStore>) -> Result<Engine, SubnetError> {
+        let identity = identity(&config);
+        if kv.get(IDENTITY_KEY)?.as_deref() != Some(identity.as_bytes()) {
+            let mut batch = Batch::default();
+            batch.delete_prefix(SUBNET_PREFIX);
+            batch.put(IDENTITY_KEY, identity.as_bytes());
+            kv.write(batch, true)?;
+        }
+        let confirmed = kv
+            .get(CONFIRMED_KEY)?
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let mut frontiers = Vec::new();
+        for (k, v) in kv.scan_prefix(FRONTIER_PREFIX.as_bytes())? {
+            let key = String::from_utf8_lossy(&k);
+            frontiers.push(
+                decode_frontier(&k[FRONTIER_PREFIX.len()..], &v)
+                    .ok_or_else(|| SubnetError::Corrupt(format!("checkpoint record {key}")))?,
+            );
+        }
+        let linearizer =
+            Linearizer::restore(config.bootstrap, config.max_writers, confirmed, &frontiers)
+                .map_err(|e| SubnetError::Corrupt(format!("checkpoint: {e}")))?;
+        let state = StateStore::open(kv.clone())?;
+        Ok(Engine {
             config,
+            kv,
+            linearizer,
             slots: Vec::new(),
             state,
-            restored: confirmed,
-            root: None,
             substantive: HashMap::new(),
-        }
+            failed: None,
+        })
+    }
+
+    /// Deletes everything the subnet persisted in `kv` (for a rebuild from the logs).
+    pub fn clear(kv: &dyn KvStore) -> Result<(), SubnetError> {
+        let mut batch = Batch::default();
+        batch.delete_prefix(SUBNET_PREFIX);
+        kv.write(batch, true)?;
+        Ok(())
     }
 
     /// The configuration.
@@ -113,47 +169,50 @@ impl Engine {
         self.linearizer.push(writer, seq, &heads)?;
         let w = self.linearizer.index_of(writer).unwrap_or(0) as usize;
         if self.slots.len() <= w {
-            self.slots.resize_with(w + 1, Vec::new);
+            self.slots.resize_with(w + 1, Slots::default);
         }
-        self.slots[w].push(slot);
+        let slots = &mut self.slots[w];
+        if slots.queue.is_empty() {
+            slots.base = seq;
+        }
+        slots.queue.push_back(slot);
         Ok(())
     }
 
-    /// Orders what arrived and applies every batch a majority of indexers confirmed.
-    pub fn step(&mut self) -> Step {
+    fn slot(&self, id: EntryId) -> Option<&Slot> {
+        let slots = self.slots.get(id.writer as usize)?;
+        let at = id.seq.checked_sub(slots.base)?;
+        slots.queue.get(usize::try_from(at).ok()?)
+    }
+
+    /// Orders what arrived, applies every batch a majority of indexers confirmed and
+    /// persists the result. After a store failure it applies nothing more (the peer must
+    /// restart, which resumes from the last write that succeeded).
+    pub fn step(&mut self) -> Result<Step, SubnetError> {
+        if let Some(why) = &self.failed {
+            return Err(SubnetError::Corrupt(why.clone()));
+        }
         self.linearizer.advance();
         let mut step = Step::default();
+        let before = self.linearizer.confirmed_len();
+        let rules = Rules {
+            channel: &self.config.channel,
+            bootstrap: &self.config.bootstrap,
+            contract: self.config.contract.as_ref(),
+        };
+        let mut overlay = StagedState::new(&self.state);
         loop {
-            if self.linearizer.confirmed_len() < self.restored {
-                // Already in the restored state: re-confirm without applying.
-                let Some((_, batch)) = self.linearizer.confirm() else {
-                    break;
-                };
-                for id in batch.entries {
-                    self.set_slot(id, Slot::Applied);
-                }
-                continue;
-            }
-            let indexers = Members(&self.state).indexers(&self.config.bootstrap);
+            let indexers = Members(&overlay).indexers(&self.config.bootstrap);
             if self.linearizer.confirmable(&indexers).is_none() {
                 break;
             }
             let Some((first, batch)) = self.linearizer.confirm() else {
                 break;
             };
-            let rules = Rules {
-                channel: &self.config.channel,
-                bootstrap: &self.config.bootstrap,
-                contract: self.config.contract.as_ref(),
-            };
-            let mut overlay = StagedState::new(&self.state);
             for (i, id) in batch.entries.iter().enumerate() {
                 let position = first + i as u64;
                 let writer = *self.linearizer.key(id.writer);
-                let slot = std::mem::replace(
-                    &mut self.slots[id.writer as usize][id.seq as usize],
-                    Slot::Applied,
-                );
+                let slot = take_slot(&mut self.slots, *id);
                 let at = Placement {
                     writer: &writer,
                     seq: id.seq,
@@ -161,13 +220,13 @@ impl Engine {
                     index: 0,
                 };
                 let results = match &slot {
-                    Slot::Held(entry) => apply_entry(rules, &mut overlay, at, entry),
-                    Slot::Undecodable(e) => {
+                    Some(Slot::Held(entry)) => apply_entry(rules, &mut overlay, at, entry),
+                    Some(Slot::Undecodable(e)) => {
                         vec![("invalid".to_owned(), Outcome::Ignored(e.clone()))]
                     }
-                    Slot::Applied => vec![(
-                        "applied".to_owned(),
-                        Outcome::Ignored("applied twice".into()),
+                    Some(Slot::Applied) | None => vec![(
+                        "missing".to_owned(),
+                        Outcome::Ignored("entry not held".into()),
                     )],
                 };
                 let author = Members(&overlay).author_of(&writer);
@@ -183,24 +242,27 @@ impl Engine {
                     });
                 }
             }
-            let writes = overlay.into_writes();
-            if !writes.is_empty() {
-                self.root = None;
+        }
+        let confirmed = self.linearizer.confirmed_len();
+        if confirmed == before {
+            return Ok(step);
+        }
+        let writes = overlay.into_writes();
+        let mut extra = Batch::default();
+        extra.put(CONFIRMED_KEY, &confirmed.to_be_bytes());
+        for w in self.linearizer.take_changed() {
+            if let Some(f) = self.linearizer.writer_checkpoint(w) {
+                extra.put(&frontier_key(&f.key), &encode_frontier(&f));
             }
-            step.writes.extend(writes.clone());
-            self.state.commit(writes);
         }
-        step
-    }
-
-    fn set_slot(&mut self, id: EntryId, slot: Slot) {
-        if let Some(s) = self
-            .slots
-            .get_mut(id.writer as usize)
-            .and_then(|v| v.get_mut(id.seq as usize))
-        {
-            *s = slot;
+        if let Err(e) = self.state.commit(&writes, extra) {
+            let why = format!("the subnet state could not be written: {e}");
+            self.failed = Some(why.clone());
+            return Err(SubnetError::Corrupt(why));
         }
+        self.linearizer.compact();
+        step.writes = writes;
+        Ok(step)
     }
 
     /// The writes the unconfirmed entries make on top of the confirmed state, in their
@@ -214,7 +276,7 @@ impl Engine {
         let mut overlay = StagedState::new(&self.state);
         let start = self.linearizer.confirmed_len();
         for (i, id) in self.linearizer.unconfirmed().into_iter().enumerate() {
-            if let Some(Slot::Held(entry)) = self.slots[id.writer as usize].get(id.seq as usize) {
+            if let Some(Slot::Held(entry)) = self.slot(id) {
                 let writer = *self.linearizer.key(id.writer);
                 let at = Placement {
                     writer: &writer,
@@ -274,28 +336,43 @@ impl Engine {
 
     /// The value under a full state key (`app/...` or `subnet/...`) and the root of the
     /// state it was read from: the confirmed state, or the tentative one.
-    pub fn read(&mut self, key: &str, confirmed: bool) -> (Option<Value>, [u8; 32]) {
+    pub fn read(
+        &self,
+        key: &str,
+        confirmed: bool,
+    ) -> Result<(Option<Value>, [u8; 32]), SubnetError> {
         if confirmed {
-            return (self.state.get(key), self.root());
+            let value = self.state.get(key);
+            if let Some(e) = self.state.take_error() {
+                return Err(e.into());
+            }
+            return Ok((value, self.root()));
         }
         let writes = self.tentative_writes();
         let value = match writes.get(key) {
             Some(v) => v.clone(),
             None => self.state.get(key),
         };
-        let mut state = self.state.clone();
-        state.commit(writes);
-        (value, state_root(&state))
+        let root = self.state.root_with(&writes)?;
+        if let Some(e) = self.state.take_error() {
+            return Err(e.into());
+        }
+        Ok((value, root))
+    }
+
+    /// A full state key's confirmed value with its Merkle proof against the confirmed root.
+    pub fn prove(&self, key: &str) -> Result<ProvedValue, SubnetError> {
+        Ok(self.state.prove(key)?)
     }
 
     /// The confirmed state.
-    pub fn state(&self) -> &MemoryState {
+    pub fn state(&self) -> &StateStore {
         &self.state
     }
 
     /// The confirmed state's root.
-    pub fn root(&mut self) -> [u8; 32] {
-        *self.root.get_or_insert_with(|| state_root(&self.state))
+    pub fn root(&self) -> [u8; 32] {
+        self.state.root()
     }
 
     /// How much of `writer`'s log is ready up to and including its newest non-ack entry.
@@ -313,6 +390,69 @@ impl Engine {
     pub fn members(&self) -> Members<'_> {
         Members(&self.state)
     }
+
+    /// Entries held in memory that are not applied yet (what confirmation bounds).
+    pub fn held_entries(&self) -> usize {
+        self.slots.iter().map(|s| s.queue.len()).sum()
+    }
+
+    /// The store the engine persists to.
+    pub fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+}
+
+/// Takes the slot of `id` for applying; applied slots at the front are dropped.
+fn take_slot(slots: &mut [Slots], id: EntryId) -> Option<Slot> {
+    let slots = slots.get_mut(id.writer as usize)?;
+    let at = usize::try_from(id.seq.checked_sub(slots.base)?).ok()?;
+    let slot = std::mem::replace(slots.queue.get_mut(at)?, Slot::Applied);
+    while matches!(slots.queue.front(), Some(Slot::Applied)) {
+        slots.queue.pop_front();
+        slots.base += 1;
+    }
+    Some(slot)
+}
+
+fn identity(config: &EngineConfig) -> String {
+    format!(
+        "{} {} format {FORMAT}",
+        hex::encode(config.bootstrap),
+        config.channel
+    )
+}
+
+fn frontier_key(key: &Key) -> Vec<u8> {
+    format!("{FRONTIER_PREFIX}{}", hex::encode(key)).into_bytes()
+}
+
+/// A checkpoint record: confirmed count (u64 BE), then (key, length u64 BE) per clock
+/// entry.
+fn encode_frontier(f: &WriterCheckpoint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 40 * f.clock.len());
+    out.extend_from_slice(&f.confirmed.to_be_bytes());
+    for (key, length) in &f.clock {
+        out.extend_from_slice(key);
+        out.extend_from_slice(&length.to_be_bytes());
+    }
+    out
+}
+
+fn decode_frontier(hex_key: &[u8], bytes: &[u8]) -> Option<WriterCheckpoint> {
+    let key: Key = hex::decode(hex_key).ok()?.try_into().ok()?;
+    let (confirmed, mut rest) = bytes.split_first_chunk::<8>()?;
+    let mut clock = Vec::new();
+    while !rest.is_empty() {
+        let (k, tail) = rest.split_first_chunk::<32>()?;
+        let (n, tail) = tail.split_first_chunk::<8>()?;
+        clock.push((*k, u64::from_be_bytes(*n)));
+        rest = tail;
+    }
+    Some(WriterCheckpoint {
+        key,
+        confirmed: u64::from_be_bytes(*confirmed),
+        clock,
+    })
 }
 
 /// Applies every body of `entry` in order (placed at `at`); each body's type and outcome.
@@ -341,16 +481,17 @@ fn apply_entry(
 /// bootstrap) and applies whatever gets confirmed: must never panic (fuzz target body).
 pub fn fuzz_engine(data: &[u8], contract: Arc<dyn Contract>) {
     let keys: [Key; 3] = [[1; 32], [2; 32], [3; 32]];
-    let mut engine = Engine::new(
+    let Ok(mut engine) = Engine::open(
         EngineConfig {
             channel: "fuzz".into(),
             bootstrap: keys[0],
             contract,
             max_writers: 8,
         },
-        MemoryState::default(),
-        0,
-    );
+        Arc::new(intercom_stores::MemoryStore::default()),
+    ) else {
+        return;
+    };
     let mut rest = data;
     while rest.len() >= 2 {
         let writer = keys[(rest[0] % 3) as usize];
@@ -359,7 +500,7 @@ pub fn fuzz_engine(data: &[u8], contract: Arc<dyn Contract>) {
         rest = &rest[2 + len..];
         let seq = engine.linearizer().pushed(&writer);
         let _ = engine.push(&writer, seq, block);
-        engine.step();
+        let _ = engine.step();
     }
     let _ = engine.tentative_writes();
     let _ = engine.root();
@@ -372,27 +513,27 @@ mod tests {
     use intercom_contracts::builtin::BuiltinContract;
 
     fn engine() -> Engine {
-        Engine::new(
+        Engine::open(
             EngineConfig {
                 channel: "t".into(),
                 bootstrap: [1; 32],
                 contract: Arc::new(BuiltinContract),
                 max_writers: 8,
             },
-            MemoryState::default(),
-            0,
+            Arc::new(intercom_stores::MemoryStore::default()),
         )
+        .unwrap()
     }
 
     #[test]
     fn undecodable_blocks_keep_their_place_and_change_nothing() {
         let mut e = engine();
         e.push(&[1; 32], 0, b"\xff\x00junk").unwrap();
-        let step = e.step();
+        let step = e.step().unwrap();
         assert_eq!(step.applied.len(), 1);
         assert_eq!(step.applied[0].kind, "invalid");
         assert!(matches!(step.applied[0].outcome, Outcome::Ignored(_)));
-        assert!(e.state().entries.is_empty());
+        assert!(e.state().entries().unwrap().is_empty());
     }
 
     #[test]
@@ -400,9 +541,9 @@ mod tests {
         let mut e = engine();
         let entry = Entry::single(1, vec![], Body::Membership(Membership::EnableTransactions));
         e.push(&[1; 32], 0, &entry.encode()).unwrap();
-        let step = e.step();
+        let step = e.step().unwrap();
         assert!(matches!(&step.applied[0].outcome, Outcome::Ignored(r) if r.contains("bound")));
-        assert!(e.state().entries.is_empty());
+        assert!(e.state().entries().unwrap().is_empty());
     }
 
     #[test]
@@ -434,7 +575,7 @@ mod tests {
             .encode(),
         )
         .unwrap();
-        let step = e.step();
+        let step = e.step().unwrap();
         let outcomes: Vec<_> = step.applied.iter().skip(2).map(|a| &a.outcome).collect();
         assert_eq!(outcomes.len(), 4, "{:?}", step.applied);
         assert_eq!(outcomes[0], &Outcome::Applied);

@@ -8,7 +8,8 @@
 //! body    = tag(uint8) · fields
 //!   0 bind         author(32) · signature(64)   identity of the peer that writes this log
 //!   1 ack          —                            an indexer acknowledging what it has seen
-//!   2 membership   kind(uint8) · fields          see [`Membership`]
+//!   2 membership   kind(uint8) · fields          see [`Membership`] (9 set_quota:
+//!                  has_author(uint8) · [author(32)] · keys(uint) · bytes(uint))
 //!   3 transaction  json (operation)             gated by enable_transactions
 //!   4 action       json (operation)             chat-style contract ops, never gated
 //!   5 feature      name(string) · json           outside data from an allowed peer
@@ -35,6 +36,13 @@ pub const MAX_BODIES: u64 = 1024;
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024;
 /// Longest feature name.
 pub const MAX_FEATURE_NAME: usize = 64;
+/// Size a writer keeps its entries under: it starts a new entry (block) before one
+/// would grow past this with another body.
+pub const TARGET_ENTRY_BYTES: usize = 1024 * 1024;
+/// Largest log block a subnet peer downloads or stores (a block above it is refused by
+/// replication, so a log holding one stops there on every peer alike). Writers stay
+/// under [`TARGET_ENTRY_BYTES`] plus one body and a full set of heads.
+pub const MAX_ENTRY_BYTES: usize = 2 * 1024 * 1024;
 
 /// A writer's or author's 32-byte public key.
 pub type Key = [u8; 32];
@@ -97,6 +105,17 @@ pub enum Membership {
     SetAutoAddWriters(bool),
     /// Opens the subnet to contract transactions.
     EnableTransactions,
+    /// Sets the state quota of one author (`Some`) or the default of every author
+    /// without its own (`None`): how many keys and bytes (key plus JSON value) of contract
+    /// state its operations may hold.
+    SetQuota {
+        /// The author's address, or `None` for the default.
+        author: Option<Key>,
+        /// Most keys.
+        keys: u64,
+        /// Most bytes.
+        bytes: u64,
+    },
     /// A writer's own signed join request, appended on its behalf.
     JoinRequest {
         /// The joining writer log's key.
@@ -121,6 +140,7 @@ impl Membership {
             Membership::SetAutoAddWriters(_) => "set_auto_add_writers",
             Membership::EnableTransactions => "enable_transactions",
             Membership::JoinRequest { .. } => "join_request",
+            Membership::SetQuota { .. } => "set_quota",
         }
     }
 }
@@ -200,6 +220,39 @@ impl Entry {
             encode_body(&mut w, body);
         }
         w.into_vec()
+    }
+
+    /// Packs `bodies` into as few entries as the caps allow: at most [`MAX_BODIES`] each,
+    /// and a new entry started once one reaches [`TARGET_ENTRY_BYTES`]. The first entry
+    /// carries `heads`. Returns each entry's bytes and how many bodies it holds.
+    pub fn pack(timestamp: u64, heads: &[(Key, u64)], bodies: &[Body]) -> Vec<(Vec<u8>, usize)> {
+        let mut out = Vec::new();
+        let mut group = Writer::new();
+        let mut count = 0usize;
+        let close = |out: &mut Vec<(Vec<u8>, usize)>, group: &Writer, count: usize| {
+            let heads: &[(Key, u64)] = if out.is_empty() { heads } else { &[] };
+            let mut w = Writer::new();
+            w.uint(ENTRY_VERSION).uint(timestamp);
+            w.uint(heads.len() as u64);
+            for (key, length) in heads {
+                w.fixed(key).uint(*length);
+            }
+            w.uint(count as u64).raw(group.as_slice());
+            out.push((w.into_vec(), count));
+        };
+        for body in bodies {
+            encode_body(&mut group, body);
+            count += 1;
+            if count as u64 >= MAX_BODIES || group.len() >= TARGET_ENTRY_BYTES {
+                close(&mut out, &group, count);
+                group = Writer::new();
+                count = 0;
+            }
+        }
+        if count > 0 {
+            close(&mut out, &group, count);
+        }
+        out
     }
 
     /// An entry of one body.
@@ -341,6 +394,18 @@ fn encode_membership(w: &mut Writer, m: &Membership) {
         } => {
             w.uint8(8).fixed(writer).fixed(author).fixed(signature);
         }
+        Membership::SetQuota {
+            author,
+            keys,
+            bytes,
+        } => {
+            w.uint8(9);
+            match author {
+                Some(a) => w.uint8(1).fixed(a),
+                None => w.uint8(0),
+            };
+            w.uint(*keys).uint(*bytes);
+        }
     }
 }
 
@@ -366,6 +431,15 @@ fn decode_membership(r: &mut Reader<'_>) -> Result<Membership, EntryError> {
             writer: r.fixed32()?,
             author: r.fixed32()?,
             signature: r.fixed64()?,
+        },
+        9 => Membership::SetQuota {
+            author: match r.uint8()? {
+                0 => None,
+                1 => Some(r.fixed32()?),
+                tag => return Err(EntryError::Tag(tag)),
+            },
+            keys: r.uint()?,
+            bytes: r.uint()?,
         },
         tag => return Err(EntryError::Tag(tag)),
     })
@@ -426,6 +500,16 @@ mod tests {
             Body::Membership(Membership::RemoveIndexer(k)),
             Body::Membership(Membership::SetAutoAddWriters(true)),
             Body::Membership(Membership::EnableTransactions),
+            Body::Membership(Membership::SetQuota {
+                author: None,
+                keys: 10,
+                bytes: 1 << 40,
+            }),
+            Body::Membership(Membership::SetQuota {
+                author: Some(k),
+                keys: 0,
+                bytes: 5,
+            }),
             Body::Membership(Membership::JoinRequest {
                 writer: k,
                 author: [1; 32],
@@ -449,6 +533,32 @@ mod tests {
                 bodies: vec![body; 1 + i % 3],
             })
             .collect()
+    }
+
+    #[test]
+    fn packing_splits_by_count_and_size_and_round_trips() {
+        let k = [3u8; 32];
+        let big = Body::Transaction(json!({"type": "put", "value": {"v": "x".repeat(6000)}}));
+        let bodies: Vec<Body> = (0..400)
+            .map(|_| big.clone())
+            .chain((0..2000).map(|_| Body::Ack))
+            .collect();
+        let packed = Entry::pack(9, &[(k, 4)], &bodies);
+        assert_eq!(packed.iter().map(|(_, n)| n).sum::<usize>(), bodies.len());
+        let mut at = 0;
+        for (i, (bytes, n)) in packed.iter().enumerate() {
+            assert!(
+                bytes.len() <= TARGET_ENTRY_BYTES + MAX_PAYLOAD_BYTES + 64,
+                "entry {i}: {}",
+                bytes.len()
+            );
+            assert!(*n as u64 <= MAX_BODIES);
+            let e = Entry::decode(bytes).unwrap();
+            assert_eq!(e.heads, if i == 0 { vec![(k, 4)] } else { vec![] });
+            assert_eq!(e.bodies, bodies[at..at + n]);
+            at += n;
+        }
+        assert!(packed.len() >= 4, "400 bodies of 6 KB need several entries");
     }
 
     #[test]

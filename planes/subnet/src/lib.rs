@@ -17,6 +17,7 @@ pub mod commands;
 pub mod engine;
 pub mod entry;
 pub mod linearizer;
+pub mod merkle;
 pub mod service;
 pub mod state;
 

@@ -4,11 +4,12 @@
 //!
 //! Every entry carries the lengths of other writers' logs its author had seen (its
 //! *clock*, rebuilt from the per-entry deltas). An entry is *ready* once everything its
-//! clock names is held and ready itself. Ready entries get a *depth*: one more than the
-//! deepest entry they depend on.
+//! clock names is held and ready itself.
 //!
 //! The bootstrap writer's log is the sequencer. Its entry `b_k` closes *batch k*: every
-//! ready entry in the causal history of `b_k` not in an earlier batch, sorted by
+//! ready entry in the causal history of `b_k` not in an earlier batch. Inside the batch,
+//! each entry gets a *depth*: one more than the deepest entry of the same batch it depends
+//! on (dependencies in earlier batches do not count), and the batch is sorted by
 //! (depth, writer key, sequence) — a topological order with a fixed tie-break. Because
 //! the bootstrap log is append-only and signed, batches never change once computed.
 //! Batch k is *confirmed* once a majority of the indexers (the set in force after
@@ -16,9 +17,15 @@
 //! newest ready entry has seen the bootstrap log up to `b_k`. Confirmation is in batch
 //! order, so the confirmed order only ever grows at its end.
 //!
-//! Ready entries outside every batch form the *tail*, ordered by the same sort key; the
-//! tentative order is the unconfirmed batches followed by the tail, and it may change as
-//! entries arrive. `docs/subnet.md` walks through the algorithm.
+//! Ready entries outside every batch form the *tail*, ordered the same way (depths
+//! counted inside the tail); the tentative order is the unconfirmed batches followed by
+//! the tail, and it may change as entries arrive. `docs/subnet.md` walks through the
+//! algorithm.
+//!
+//! Memory is bounded by what is not confirmed yet: an entry's clock is dropped once its
+//! batch is closed ([`Linearizer::compact`]), except each log's newest ready entry's, and
+//! [`Linearizer::checkpoint`] / [`Linearizer::restore`] carry the confirmed frontier
+//! across restarts, so a restarted peer reads only the entries past it.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -61,20 +68,48 @@ pub enum LinearizerError {
     TooManyWriters(usize),
 }
 
-#[derive(Debug, Default)]
-struct Node {
-    /// Other writers' lengths this entry has seen, sorted by writer index.
-    clock: Vec<(u32, u64)>,
-    /// Longest dependency chain below it (set once ready).
-    depth: u64,
-}
+/// Other writers' lengths an entry has seen, sorted by writer index.
+type Clock = Vec<(u32, u64)>;
 
 #[derive(Debug, Default)]
 struct Writer {
-    nodes: Vec<Node>,
+    /// Clocks of entries `base..pushed`.
+    clocks: VecDeque<Clock>,
+    /// The sequence number of `clocks[0]`.
+    base: u64,
     ready: u64,
     /// How much of this log is inside a batch.
     sequenced: u64,
+    /// How much of this log is inside a confirmed batch.
+    confirmed: u64,
+}
+
+impl Writer {
+    fn pushed(&self) -> u64 {
+        self.base + self.clocks.len() as u64
+    }
+
+    /// The clock of the entry before `length` (empty for 0). Only entries from the newest
+    /// ready one on, and every unsequenced one, are kept.
+    fn clock_before(&self, length: u64) -> &[(u32, u64)] {
+        if length == 0 || length <= self.base {
+            return &[];
+        }
+        self.clocks
+            .get((length - 1 - self.base) as usize)
+            .map_or(&[], Vec::as_slice)
+    }
+}
+
+/// One log's confirmed frontier, as a checkpoint keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterCheckpoint {
+    /// The log.
+    pub key: Key,
+    /// Its entries inside confirmed batches.
+    pub confirmed: u64,
+    /// The clock of its last such entry (other logs' lengths it had seen).
+    pub clock: Vec<(Key, u64)>,
 }
 
 /// The linearizer over all writer logs of one subnet.
@@ -90,6 +125,8 @@ pub struct Linearizer {
     anchors: u64,
     /// Entries in confirmed batches (the next confirmed position).
     confirmed: u64,
+    /// Writers whose confirmed frontier moved since [`Linearizer::take_changed`].
+    changed: Vec<u32>,
 }
 
 /// Index of the bootstrap (sequencer) writer.
@@ -107,10 +144,75 @@ impl Linearizer {
             pending: VecDeque::new(),
             anchors: 0,
             confirmed: 0,
+            changed: Vec::new(),
         };
         l.register(&bootstrap)
             .expect("room for the bootstrap writer");
         l
+    }
+
+    /// A linearizer that continues from a checkpoint: `confirmed` positions, and each
+    /// log's confirmed frontier. Entries past the frontiers are pushed again.
+    pub fn restore(
+        bootstrap: Key,
+        max_writers: usize,
+        confirmed: u64,
+        frontiers: &[WriterCheckpoint],
+    ) -> Result<Linearizer, LinearizerError> {
+        let mut l = Linearizer::new(bootstrap, max_writers);
+        let mut sorted: Vec<&WriterCheckpoint> = frontiers.iter().collect();
+        sorted.sort_by_key(|f| f.key);
+        for f in &sorted {
+            l.register(&f.key)?;
+        }
+        for f in sorted {
+            let w = l.index[&f.key];
+            let mut clock: Clock = Vec::with_capacity(f.clock.len());
+            for (key, length) in &f.clock {
+                clock.push((l.register(key)?, *length));
+            }
+            clock.sort_unstable();
+            let writer = &mut l.writers[w as usize];
+            if f.confirmed > 0 {
+                writer.base = f.confirmed - 1;
+                writer.clocks.push_back(clock);
+            }
+            writer.ready = f.confirmed;
+            writer.sequenced = f.confirmed;
+            writer.confirmed = f.confirmed;
+        }
+        l.anchors = l.writers[BOOTSTRAP as usize].confirmed;
+        l.confirmed = confirmed;
+        Ok(l)
+    }
+
+    /// The confirmed frontier of every log that has one (for a checkpoint).
+    pub fn checkpoint(&self) -> Vec<WriterCheckpoint> {
+        (0..self.writers.len() as u32)
+            .filter_map(|w| self.writer_checkpoint(w))
+            .collect()
+    }
+
+    /// The confirmed frontier of writer `w`, if it has confirmed entries.
+    pub fn writer_checkpoint(&self, w: u32) -> Option<WriterCheckpoint> {
+        let writer = &self.writers[w as usize];
+        (writer.confirmed > 0).then(|| WriterCheckpoint {
+            key: self.keys[w as usize],
+            confirmed: writer.confirmed,
+            clock: writer
+                .clock_before(writer.confirmed)
+                .iter()
+                .map(|(o, n)| (self.keys[*o as usize], *n))
+                .collect(),
+        })
+    }
+
+    /// Writers whose confirmed frontier moved since the last call.
+    pub fn take_changed(&mut self) -> Vec<u32> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
     }
 
     /// The index of `key`, registering it if new.
@@ -143,10 +245,11 @@ impl Linearizer {
         self.index.get(key).copied()
     }
 
-    /// How many entries of `key`'s log have been pushed.
+    /// How many entries of `key`'s log have been pushed (or were confirmed before a
+    /// restore).
     pub fn pushed(&self, key: &Key) -> u64 {
         self.index_of(key)
-            .map_or(0, |i| self.writers[i as usize].nodes.len() as u64)
+            .map_or(0, |i| self.writers[i as usize].pushed())
     }
 
     /// Takes in entry `seq` of `writer`'s log, whose author had newly seen `heads`.
@@ -158,7 +261,7 @@ impl Linearizer {
         heads: &[(Key, u64)],
     ) -> Result<(), LinearizerError> {
         let w = self.register(writer)?;
-        let expected = self.writers[w as usize].nodes.len() as u64;
+        let expected = self.writers[w as usize].pushed();
         if seq != expected {
             return Err(LinearizerError::OutOfOrder {
                 writer: hex::encode(writer),
@@ -167,9 +270,9 @@ impl Linearizer {
             });
         }
         let mut clock = self.writers[w as usize]
-            .nodes
-            .last()
-            .map(|n| n.clock.clone())
+            .clocks
+            .back()
+            .cloned()
             .unwrap_or_default();
         for (key, length) in heads {
             if *length == 0 {
@@ -184,9 +287,7 @@ impl Linearizer {
                 Err(at) => clock.insert(at, (other, *length)),
             }
         }
-        self.writers[w as usize]
-            .nodes
-            .push(Node { clock, depth: 0 });
+        self.writers[w as usize].clocks.push_back(clock);
         Ok(())
     }
 
@@ -210,35 +311,25 @@ impl Linearizer {
 
     fn try_ready(&mut self, w: usize) -> bool {
         let writer = &self.writers[w];
-        let r = writer.ready as usize;
-        let Some(node) = writer.nodes.get(r) else {
+        if writer.ready >= writer.pushed() {
             return false;
-        };
-        let mut depth = if r > 0 { writer.nodes[r - 1].depth } else { 0 };
-        for &(other, length) in &node.clock {
-            let o = &self.writers[other as usize];
-            if o.ready < length {
-                return false;
-            }
-            depth = depth.max(o.nodes[length as usize - 1].depth);
         }
-        let writer = &mut self.writers[w];
-        writer.nodes[r].depth = depth + 1;
-        writer.ready += 1;
+        let clock = writer.clock_before(writer.ready + 1);
+        if clock
+            .iter()
+            .any(|&(other, length)| self.writers[other as usize].ready < length)
+        {
+            return false;
+        }
+        self.writers[w].ready += 1;
         true
-    }
-
-    fn clock_of(&self, w: u32, length: u64) -> &[(u32, u64)] {
-        if length == 0 {
-            return &[];
-        }
-        &self.writers[w as usize].nodes[length as usize - 1].clock
     }
 
     /// Closes the batch of the next ready bootstrap entry.
     fn close_batch(&mut self) {
         let anchor = self.anchors;
-        let mut target: Vec<u64> = self.writers.iter().map(|w| w.sequenced).collect();
+        let start: Vec<u64> = self.writers.iter().map(|w| w.sequenced).collect();
+        let mut target = start.clone();
         target[BOOTSTRAP as usize] = target[BOOTSTRAP as usize].max(anchor + 1);
         // Close the history under every included entry's clock (clocks only grow along
         // a log, so each log's last included entry speaks for the rest).
@@ -246,10 +337,10 @@ impl Linearizer {
         while changed {
             changed = false;
             for w in 0..target.len() {
-                if target[w] == self.writers[w].sequenced {
+                if target[w] == start[w] {
                     continue;
                 }
-                for &(other, length) in self.clock_of(w as u32, target[w]) {
+                for &(other, length) in self.writers[w].clock_before(target[w]) {
                     if target[other as usize] < length {
                         target[other as usize] = length;
                         changed = true;
@@ -257,30 +348,81 @@ impl Linearizer {
                 }
             }
         }
-        let mut entries = Vec::new();
-        for (w, &end) in target.iter().enumerate() {
-            let writer = &mut self.writers[w];
-            for seq in writer.sequenced..end {
-                entries.push(EntryId {
-                    writer: w as u32,
-                    seq,
-                });
-            }
-            writer.sequenced = end;
+        let entries = self.ordered(&start, &target);
+        for (writer, end) in self.writers.iter_mut().zip(&target) {
+            writer.sequenced = *end;
         }
-        self.sort(&mut entries);
         self.pending.push_back(Batch { anchor, entries });
         self.anchors += 1;
     }
 
-    fn sort(&self, entries: &mut [EntryId]) {
-        entries.sort_by(|a, b| {
-            let depth = |e: &EntryId| self.writers[e.writer as usize].nodes[e.seq as usize].depth;
-            depth(a)
-                .cmp(&depth(b))
+    /// The entries `start[w]..end[w]` of every log, sorted by (depth, writer key,
+    /// sequence), where an entry's depth is one more than the deepest entry of the same
+    /// set it depends on (its own log's predecessor included).
+    fn ordered(&self, start: &[u64], end: &[u64]) -> Vec<EntryId> {
+        let total: u64 = start.iter().zip(end).map(|(s, e)| e - s).sum();
+        let mut depths: Vec<Vec<u64>> = start
+            .iter()
+            .zip(end)
+            .map(|(s, e)| Vec::with_capacity((e - s) as usize))
+            .collect();
+        let mut done = 0u64;
+        // Each pass takes every entry whose dependencies inside the set have depths; the
+        // set is closed under dependencies and acyclic, so every pass makes progress.
+        while done < total {
+            let mut progress = false;
+            for w in 0..start.len() {
+                loop {
+                    let seq = start[w] + depths[w].len() as u64;
+                    if seq >= end[w] {
+                        break;
+                    }
+                    let mut depth = depths[w].last().copied().unwrap_or(0);
+                    let mut blocked = false;
+                    for &(other, length) in self.writers[w].clock_before(seq + 1) {
+                        let o = other as usize;
+                        if length <= start[o] {
+                            continue;
+                        }
+                        match depths[o].get((length - 1 - start[o]) as usize) {
+                            Some(d) => depth = depth.max(*d),
+                            None => {
+                                blocked = true;
+                                break;
+                            }
+                        }
+                    }
+                    if blocked {
+                        break;
+                    }
+                    depths[w].push(depth + 1);
+                    done += 1;
+                    progress = true;
+                }
+            }
+            if !progress {
+                // Unreachable for a closed set; never loop forever on a bug.
+                break;
+            }
+        }
+        let mut entries: Vec<(u64, EntryId)> = Vec::with_capacity(total as usize);
+        for (w, ds) in depths.iter().enumerate() {
+            for (i, depth) in ds.iter().enumerate() {
+                entries.push((
+                    *depth,
+                    EntryId {
+                        writer: w as u32,
+                        seq: start[w] + i as u64,
+                    },
+                ));
+            }
+        }
+        entries.sort_by(|(da, a), (db, b)| {
+            da.cmp(db)
                 .then_with(|| self.keys[a.writer as usize].cmp(&self.keys[b.writer as usize]))
                 .then_with(|| a.seq.cmp(&b.seq))
         });
+        entries.into_iter().map(|(_, id)| id).collect()
     }
 
     /// How far the bootstrap log is acknowledged by `indexer`: its length as the
@@ -292,8 +434,8 @@ impl Linearizer {
         if i == BOOTSTRAP {
             return self.writers[0].ready;
         }
-        let ready = self.writers[i as usize].ready;
-        let clock = self.clock_of(i, ready);
+        let writer = &self.writers[i as usize];
+        let clock = writer.clock_before(writer.ready);
         clock
             .binary_search_by_key(&BOOTSTRAP, |(w, _)| *w)
             .map_or(0, |at| clock[at].1)
@@ -317,12 +459,40 @@ impl Linearizer {
         let batch = self.pending.pop_front()?;
         let first = self.confirmed;
         self.confirmed += batch.entries.len() as u64;
+        for id in &batch.entries {
+            let writer = &mut self.writers[id.writer as usize];
+            writer.confirmed = writer.confirmed.max(id.seq + 1);
+            self.changed.push(id.writer);
+        }
         Some((first, batch))
+    }
+
+    /// Drops the clocks no longer needed: those of confirmed entries, except each log's
+    /// newest confirmed one (its confirmed frontier, which a checkpoint names and which
+    /// tells what its author acknowledged while nothing newer is ready).
+    pub fn compact(&mut self) {
+        for writer in &mut self.writers {
+            let keep_from = writer.confirmed.saturating_sub(1);
+            while writer.base < keep_from && !writer.clocks.is_empty() {
+                writer.clocks.pop_front();
+                writer.base += 1;
+            }
+        }
+    }
+
+    /// Clocks held in memory (what [`Linearizer::compact`] bounds).
+    pub fn held_clocks(&self) -> usize {
+        self.writers.iter().map(|w| w.clocks.len()).sum()
     }
 
     /// The position the next confirmed entry will get.
     pub fn confirmed_len(&self) -> u64 {
         self.confirmed
+    }
+
+    /// How many entries of writer `index` are in confirmed batches.
+    pub fn confirmed_of(&self, index: u32) -> u64 {
+        self.writers.get(index as usize).map_or(0, |w| w.confirmed)
     }
 
     /// The tentative order after the confirmed one: unconfirmed batches, then the tail.
@@ -332,17 +502,9 @@ impl Linearizer {
             .iter()
             .flat_map(|b| b.entries.iter().copied())
             .collect();
-        let mut tail = Vec::new();
-        for (w, writer) in self.writers.iter().enumerate() {
-            for seq in writer.sequenced..writer.ready {
-                tail.push(EntryId {
-                    writer: w as u32,
-                    seq,
-                });
-            }
-        }
-        self.sort(&mut tail);
-        out.extend(tail);
+        let start: Vec<u64> = self.writers.iter().map(|w| w.sequenced).collect();
+        let end: Vec<u64> = self.writers.iter().map(|w| w.ready).collect();
+        out.extend(self.ordered(&start, &end));
         out
     }
 
@@ -368,12 +530,24 @@ impl Linearizer {
             .collect()
     }
 
+    /// For every log, the longest prefix the entries pushed so far depend on (0 for logs
+    /// nothing depends on): how far a log must be read for them to become ready.
+    pub fn needed_lengths(&self) -> Vec<(Key, u64)> {
+        let mut needed = vec![0u64; self.writers.len()];
+        for writer in &self.writers {
+            if let Some(clock) = writer.clocks.back() {
+                for &(other, length) in clock {
+                    let n = &mut needed[other as usize];
+                    *n = (*n).max(length);
+                }
+            }
+        }
+        self.keys.iter().copied().zip(needed).collect()
+    }
+
     /// Entries pushed but waiting for what they depend on.
     pub fn waiting(&self) -> u64 {
-        self.writers
-            .iter()
-            .map(|w| w.nodes.len() as u64 - w.ready)
-            .sum()
+        self.writers.iter().map(|w| w.pushed() - w.ready).sum()
     }
 }
 

@@ -19,27 +19,21 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use intercom_contracts::{Contract, MemoryState, Value};
+use intercom_contracts::{Contract, Value};
 use intercom_crypto::KeyPair;
 use intercom_log::{Log, Replica, ReplicaConfig, SharedReplica};
 use intercom_protomux::Mux;
-use intercom_stores::{Batch, KvStore};
+use intercom_stores::KvStore;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::apply::{Members, Outcome};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, Step};
 use crate::entry::{bind_message, Body, Entry, Key};
-use crate::state::{value_bytes, AppView};
+use crate::state::{AppView, ProvedValue, StateStore};
 use crate::SubnetError;
 
-/// KV prefix of the persisted subnet state values.
-const STATE_PREFIX: &str = "subnet/v/";
-/// KV key of the confirmed length the persisted state reflects.
-const CONFIRMED_KEY: &str = "subnet/confirmed";
-/// KV key naming the subnet the persisted state belongs to.
-const IDENTITY_KEY: &str = "subnet/identity";
 /// Submissions waiting for the writer task.
 const COMMAND_QUEUE: usize = 4096;
 /// Applied-entry events buffered for slow subscribers.
@@ -53,6 +47,12 @@ const MAX_APPEND_BATCH: usize = crate::entry::MAX_BODIES as usize - 1;
 pub const JOIN_PROTOCOL: &str = "intercom/subnet-join";
 /// Join requests the bootstrap keeps while automatic joins are off.
 const MAX_JOIN_REQUESTS: usize = 1024;
+/// First wait before reopening a log's replication that ended on a live connection.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between such reopenings.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// A replication that stayed up this long resets its connection's backoff for the log.
+const RETRY_RESET: Duration = Duration::from_secs(10);
 
 /// How a peer takes part in a subnet.
 #[derive(Clone)]
@@ -210,12 +210,14 @@ enum Command {
     Submit(Body, Reply<Receipt>),
     Simulate(Body, Reply<Simulation>),
     Get(String, bool, Reply<(Option<Value>, [u8; 32])>),
+    Prove(String, Reply<ProvedValue>),
     Read(String, Value, bool, Reply<Value>),
     Info(Reply<SubnetInfo>),
     Attach(Attachment),
     RemoteOpen(u64, String, Vec<u8>),
     JoinRequest(Key, Key, [u8; 64]),
-    ReplicationEnded(u64, Key, u64),
+    ReplicationEnded(u64, Key, u64, Duration),
+    RetryReplication(u64, Key, u64),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -292,6 +294,11 @@ impl SubnetHandle {
             .await
     }
 
+    /// A contract key's confirmed value with a Merkle proof against the confirmed root.
+    pub async fn prove(&self, key: &str) -> Result<ProvedValue, SubnetError> {
+        self.call(|r| Command::Prove(key.to_owned(), r)).await
+    }
+
     /// Runs one of the contract's read functions.
     pub async fn read(
         &self,
@@ -329,78 +336,30 @@ impl SubnetHandle {
     }
 }
 
-/// Loads the persisted state of `config`'s subnet from `kv`: the state and the confirmed
-/// length it reflects. A store that held another subnet starts empty.
-pub fn load_state(
-    kv: &dyn KvStore,
-    config: &EngineConfig,
-) -> Result<(MemoryState, u64), SubnetError> {
-    let identity = subnet_identity(config);
-    if kv.get(IDENTITY_KEY.as_bytes())?.as_deref() != Some(identity.as_bytes()) {
-        return Ok((MemoryState::default(), 0));
+/// How writer logs are replicated: blocks no larger than an entry may be.
+fn replica_config() -> ReplicaConfig {
+    ReplicaConfig {
+        max_block_bytes: crate::entry::MAX_ENTRY_BYTES,
+        ..ReplicaConfig::default()
     }
-    let confirmed = kv
-        .get(CONFIRMED_KEY.as_bytes())?
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
-    let mut state = MemoryState::default();
-    for (k, v) in kv.scan_prefix(STATE_PREFIX.as_bytes())? {
-        let key = String::from_utf8_lossy(&k[STATE_PREFIX.len()..]).into_owned();
-        let value: Value = serde_json::from_slice(&v)
-            .map_err(|e| SubnetError::Corrupt(format!("state key {key}: {e}")))?;
-        state.entries.insert(key, value);
-    }
-    Ok((state, confirmed))
 }
 
-/// Writes the outcome of a step: changed keys and the new confirmed length, atomically.
-pub fn persist(
-    kv: &dyn KvStore,
-    config: &EngineConfig,
-    writes: &BTreeMap<String, Option<Value>>,
-    confirmed: u64,
-) -> Result<(), SubnetError> {
-    let mut batch = Batch::default();
-    batch.put(IDENTITY_KEY.as_bytes(), subnet_identity(config).as_bytes());
-    for (k, v) in writes {
-        let key = format!("{STATE_PREFIX}{k}");
-        match v {
-            Some(v) => batch.put(key.as_bytes(), &value_bytes(v)),
-            None => batch.delete(key.as_bytes()),
-        };
-    }
-    batch.put(CONFIRMED_KEY.as_bytes(), &confirmed.to_be_bytes());
-    // Not synced: the state is rebuilt from the (synced) logs if a crash loses it, and
-    // the write is atomic with the confirmed length.
-    kv.write(batch, false)?;
-    Ok(())
-}
+/// Blocks read from one log per [`ingest`] call: bounds what a peer catching up on a
+/// long history holds in memory before the engine applies it.
+const INGEST_CHUNK: u64 = 4096;
 
-/// Deletes the persisted state (for a rebuild).
-pub fn clear_state(kv: &dyn KvStore) -> Result<(), SubnetError> {
-    let mut batch = Batch::default();
-    for (k, _) in kv.scan_prefix(b"subnet/")? {
-        batch.delete(&k);
-    }
-    kv.write(batch, true)?;
-    Ok(())
-}
-
-fn subnet_identity(config: &EngineConfig) -> String {
-    format!("{} {}", hex::encode(config.bootstrap), config.channel)
-}
-
-/// Feeds every new contiguous block of `logs` into `engine`; returns how many.
-fn ingest(engine: &mut Engine, logs: &HashMap<Key, SharedReplica>) -> usize {
+/// Feeds new contiguous blocks of `logs` into `engine` (at most [`INGEST_CHUNK`] per log
+/// per round, rounds repeated while some log made progress and at most
+/// `max_rounds`); returns how many.
+fn ingest(engine: &mut Engine, logs: &HashMap<Key, SharedReplica>, max_rounds: usize) -> usize {
     let mut fed = 0;
-    loop {
+    for _ in 0..max_rounds {
         let mut progress = false;
         for (key, replica) in logs {
             let from = engine.linearizer().pushed(key);
             let blocks: Vec<Vec<u8>> = replica.with(|r| {
                 let log = r.log();
-                let end = log.contiguous_length();
+                let end = log.contiguous_length().min(from + INGEST_CHUNK);
                 (from..end)
                     .map_while(|i| log.get(i).ok().flatten())
                     .collect()
@@ -415,26 +374,24 @@ fn ingest(engine: &mut Engine, logs: &HashMap<Key, SharedReplica>) -> usize {
             }
         }
         if !progress {
-            return fed;
+            break;
         }
     }
+    fed
 }
 
 /// Applies every log held in `kv` from scratch (no network): the `subnet rebuild`
 /// command and its benchmark. Returns the engine with the rebuilt state, persisted.
 pub fn rebuild(kv: Arc<dyn KvStore>, config: EngineConfig) -> Result<Engine, SubnetError> {
-    clear_state(kv.as_ref())?;
-    let mut engine = Engine::new(config.clone(), MemoryState::default(), 0);
+    Engine::clear(kv.as_ref())?;
+    let mut engine = Engine::open(config, kv.clone())?;
     let mut logs: HashMap<Key, SharedReplica> = HashMap::new();
     loop {
-        let mut wanted: Vec<Key> = engine.linearizer().keys().to_vec();
-        wanted.extend(writers_of(engine.state()));
-        let new: Vec<Key> = wanted
-            .into_iter()
-            .filter(|k| !logs.contains_key(k))
-            .collect();
         let mut opened = false;
-        for key in new {
+        for key in followed(&engine) {
+            if logs.contains_key(&key) {
+                continue;
+            }
             let log = Log::open(kv.clone(), key)?;
             logs.insert(
                 key,
@@ -442,28 +399,40 @@ pub fn rebuild(kv: Arc<dyn KvStore>, config: EngineConfig) -> Result<Engine, Sub
             );
             opened = true;
         }
-        let fed = ingest(&mut engine, &logs);
-        let step = engine.step();
-        persist(
-            kv.as_ref(),
-            &config,
-            &step.writes,
-            engine.linearizer().confirmed_len(),
-        )?;
+        let fed = ingest(&mut engine, &logs, 1);
+        let step = engine.step()?;
         if fed == 0 && !opened && step.applied.is_empty() {
             return Ok(engine);
         }
     }
 }
 
-/// Writer keys in a state (bootstrap excluded).
-fn writers_of(state: &MemoryState) -> Vec<Key> {
+/// Writer keys in the confirmed state (bootstrap excluded).
+fn writers_of(state: &StateStore) -> Vec<Key> {
+    const PREFIX: &str = "subnet/writer/";
     state
-        .entries
-        .range("subnet/writer/".to_owned()..)
-        .take_while(|(k, _)| k.starts_with("subnet/writer/"))
-        .filter_map(|(k, _)| crate::apply::parse_key(&k["subnet/writer/".len()..]))
+        .membership()
+        .range(PREFIX.to_owned()..)
+        .take_while(|(k, _)| k.starts_with(PREFIX))
+        .filter_map(|(k, _)| crate::apply::parse_key(&k[PREFIX.len()..]))
         .collect()
+}
+
+/// The logs a peer reads: every writer in the confirmed state, and every log the entries
+/// read so far depend on (see [`Service::update_follows`] for how far).
+fn followed(engine: &Engine) -> Vec<Key> {
+    let mut keys: Vec<Key> = engine
+        .linearizer()
+        .needed_lengths()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, _)| k)
+        .collect();
+    keys.push(engine.config().bootstrap);
+    keys.extend(writers_of(engine.state()));
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 struct Conn {
@@ -475,8 +444,14 @@ struct Conn {
     mux: Mux,
     is_initiator: bool,
     hash: Vec<u8>,
+    /// Logs with a replication running on this connection.
     active: HashSet<Key>,
+    /// Discovery keys of the peer's opens we have not answered yet: logs we do not follow
+    /// (yet), or whose replication was ending when the open came. Oldest first.
     held: Vec<Vec<u8>>,
+    /// Per log: the wait before reopening a replication that ended while the connection
+    /// stayed up (doubles up to [`RETRY_MAX`], reset by a replication that lasted).
+    backoff: HashMap<Key, Duration>,
 }
 
 struct Pending {
@@ -488,7 +463,6 @@ struct Service {
     config: SubnetConfig,
     kv: Arc<dyn KvStore>,
     engine: Engine,
-    engine_config: EngineConfig,
     own: SharedReplica,
     own_key: Key,
     logs: HashMap<Key, SharedReplica>,
@@ -508,6 +482,10 @@ struct Service {
     join_requests: HashMap<Key, (Key, [u8; 64])>,
     /// Join requests already appended.
     joins_appended: HashSet<Key>,
+    /// The download limit set on each followed log.
+    limits: HashMap<Key, Option<u64>>,
+    /// Set once the engine failed (the store under it): nothing more is applied.
+    failed: bool,
 }
 
 /// Starts the subnet service with our writer log `own` (opened writable on `kv`).
@@ -522,10 +500,9 @@ pub fn start(
         contract: config.contract.clone(),
         max_writers: config.max_writers,
     };
-    let (state, confirmed) = load_state(kv.as_ref(), &engine_config)?;
-    let engine = Engine::new(engine_config.clone(), state, confirmed);
+    let engine = Engine::open(engine_config.clone(), kv.clone())?;
     let own_key = *own.key();
-    let own = SharedReplica::new(Replica::new(own, ReplicaConfig::default()));
+    let own = SharedReplica::new(Replica::new(own, replica_config()));
     let (cmds_tx, cmds_rx) = mpsc::channel(COMMAND_QUEUE);
     let (poke_tx, poke_rx) = mpsc::channel(1);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
@@ -539,7 +516,6 @@ pub fn start(
         config,
         kv,
         engine,
-        engine_config,
         own: own.clone(),
         own_key,
         logs: HashMap::new(),
@@ -555,10 +531,13 @@ pub fn start(
         blocked: HashSet::new(),
         join_requests: HashMap::new(),
         joins_appended: HashSet::new(),
+        limits: HashMap::new(),
+        failed: false,
     };
     service.follow(own_key, own);
     let bootstrap = service.config.bootstrap;
-    service.ensure_log(bootstrap)?;
+    service.ensure_log(bootstrap, None)?;
+    service.update_follows();
     tokio::spawn(service.run(cmds_rx, poke_rx));
     Ok(handle)
 }
@@ -581,12 +560,16 @@ impl Service {
         }
     }
 
-    fn ensure_log(&mut self, key: Key) -> Result<(), SubnetError> {
+    /// Follows `key`'s log (downloading up to `limit` blocks, all for `None`) unless it
+    /// is followed already or the cap on followed logs is reached.
+    fn ensure_log(&mut self, key: Key, limit: Option<u64>) -> Result<(), SubnetError> {
         if self.logs.contains_key(&key) || self.logs.len() >= self.config.max_writers {
             return Ok(());
         }
         let log = Log::open(self.kv.clone(), key)?;
-        let replica = SharedReplica::new(Replica::new(log, ReplicaConfig::default()));
+        let replica = SharedReplica::new(Replica::new(log, replica_config()));
+        replica.set_download_limit(limit);
+        self.limits.insert(key, limit);
         self.follow(key, replica);
         Ok(())
     }
@@ -654,41 +637,87 @@ impl Service {
     /// Takes in new blocks of every log, applies what got confirmed (persisting it and
     /// publishing events) and follows newly known writer logs.
     fn apply_new(&mut self) {
-        ingest(&mut self.engine, &self.logs);
-        let step = self.engine.step();
-        if !step.applied.is_empty() || !step.writes.is_empty() {
-            let confirmed = self.engine.linearizer().confirmed_len();
-            if let Err(e) = persist(
-                self.kv.as_ref(),
-                &self.engine_config,
-                &step.writes,
-                confirmed,
-            ) {
-                tracing::error!(error = %e, "persisting subnet state failed");
-            }
-            let root = self.engine.root();
-            let mut current: Option<AppliedEvent> = None;
-            for a in step.applied {
-                if current.as_ref().is_some_and(|c| c.position != a.position) {
-                    self.publish(current.take());
+        loop {
+            let fed = ingest(&mut self.engine, &self.logs, 4);
+            let step = match self.engine.step() {
+                Ok(step) => step,
+                Err(e) => {
+                    if !self.failed {
+                        tracing::error!(error = %e, "the subnet stopped applying entries; restart the peer");
+                        self.failed = true;
+                    }
+                    return;
                 }
-                let event = current.get_or_insert_with(|| AppliedEvent {
-                    position: a.position,
-                    writer: a.writer,
-                    seq: a.seq,
-                    author: a.author.clone(),
-                    ops: Vec::new(),
-                    state_root: root,
-                });
-                event.ops.push((a.index, a.kind, a.outcome));
+            };
+            if !step.applied.is_empty() {
+                self.publish_step(step);
             }
-            self.publish(current);
+            self.update_follows();
+            // A long backlog (a restart, a peer catching up) is applied in chunks, so
+            // memory holds one chunk of entries at a time.
+            if (fed as u64) < INGEST_CHUNK {
+                return;
+            }
         }
-        let mut wanted: Vec<Key> = self.engine.linearizer().keys().to_vec();
-        wanted.extend(writers_of(self.engine.state()));
-        for key in wanted {
-            if let Err(e) = self.ensure_log(key) {
+    }
+
+    fn publish_step(&self, step: Step) {
+        let root = self.engine.root();
+        let mut current: Option<AppliedEvent> = None;
+        for a in step.applied {
+            if current.as_ref().is_some_and(|c| c.position != a.position) {
+                self.publish(current.take());
+            }
+            let event = current.get_or_insert_with(|| AppliedEvent {
+                position: a.position,
+                writer: a.writer,
+                seq: a.seq,
+                author: a.author.clone(),
+                ops: Vec::new(),
+                state_root: root,
+            });
+            event.ops.push((a.index, a.kind, a.outcome));
+        }
+        self.publish(current);
+    }
+
+    /// Opens the logs to follow and sets how far each is downloaded: members (the
+    /// bootstrap, our own log and every writer of the confirmed state) entirely; any
+    /// other log only as far as the entries already read depend on it. So a removed
+    /// writer is read up to what members named before its removal, and its later blocks
+    /// are neither requested nor stored; keys that appear only in non-members' heads are
+    /// never read.
+    fn update_follows(&mut self) {
+        let mut limits: HashMap<Key, Option<u64>> = self
+            .engine
+            .linearizer()
+            .needed_lengths()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k, Some(n)))
+            .collect();
+        for key in self.logs.keys() {
+            limits.entry(*key).or_insert(Some(0));
+        }
+        limits.insert(self.config.bootstrap, None);
+        limits.insert(self.own_key, None);
+        for key in writers_of(self.engine.state()) {
+            limits.insert(key, None);
+        }
+        let mut keys: Vec<(Key, Option<u64>)> = limits.into_iter().collect();
+        // Members first, so the cap on followed logs never crowds out a member.
+        keys.sort_by_key(|(k, limit)| (limit.is_some(), *k));
+        for (key, limit) in keys {
+            if let Err(e) = self.ensure_log(key, limit) {
                 tracing::warn!(error = %e, "opening a writer log failed");
+                continue;
+            }
+            let Some(replica) = self.logs.get(&key) else {
+                continue;
+            };
+            if self.limits.get(&key) != Some(&limit) {
+                replica.set_download_limit(limit);
+                self.limits.insert(key, limit);
             }
         }
     }
@@ -757,7 +786,11 @@ impl Service {
             }
             Command::Get(key, confirmed, reply) => {
                 let full = format!("{}{key}", crate::state::APP_PREFIX);
-                let _ = reply.send(Ok(self.engine.read(&full, confirmed)));
+                let _ = reply.send(self.engine.read(&full, confirmed));
+            }
+            Command::Prove(key, reply) => {
+                let full = format!("{}{key}", crate::state::APP_PREFIX);
+                let _ = reply.send(self.engine.prove(&full));
             }
             Command::Read(function, args, confirmed, reply) => {
                 let result = if confirmed {
@@ -788,14 +821,17 @@ impl Service {
                         .or_insert((author, signature));
                 }
             }
-            Command::ReplicationEnded(conn, key, generation) => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    if c.generation == generation {
-                        c.active.remove(&key);
-                    }
-                    if c.mux.is_closed() {
-                        self.conns.remove(&conn);
-                    }
+            Command::ReplicationEnded(conn, key, generation, lasted) => {
+                self.on_replication_ended(conn, key, generation, lasted)
+            }
+            Command::RetryReplication(conn_id, key, generation) => {
+                let (Some(conn), Some(replica)) =
+                    (self.conns.get_mut(&conn_id), self.logs.get(&key))
+                else {
+                    return;
+                };
+                if conn.generation == generation {
+                    spawn_replication(&self.cmds_tx, conn_id, conn, key, replica);
                 }
             }
             Command::Shutdown(_) => {}
@@ -911,6 +947,7 @@ impl Service {
             hash: a.handshake_hash,
             active: HashSet::new(),
             held: Vec::new(),
+            backoff: HashMap::new(),
         };
         for (key, replica) in &self.logs {
             spawn_replication(&self.cmds_tx, id, &mut conn, *key, replica);
@@ -918,7 +955,20 @@ impl Service {
         self.spawn_join_channel(&conn);
         if let Some(mut opens) = a.remote_opens {
             let cmds = self.cmds_tx.clone();
+            let mux = conn.mux.clone();
             tokio::spawn(async move {
+                // Every log channel the peer opens is reported to us and held until we
+                // answer it (JS corestore's `pair` on hypercore/alpha), however late we
+                // learn of the log: a writer admitted minutes after it connected opens no
+                // channel again, so its earlier open must still be there to accept.
+                // Opens that came before this call are claimed by it.
+                if mux
+                    .pair(intercom_log::replicate::PROTOCOL, None)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
                 while let Some((protocol, channel_id)) = opens.recv().await {
                     if cmds
                         .send(Command::RemoteOpen(id, protocol, channel_id))
@@ -982,6 +1032,8 @@ impl Service {
         });
     }
 
+    /// The peer opened a log channel nothing local was waiting for: accept it when we
+    /// follow that log (and no replication of it is running here), hold it otherwise.
     fn on_remote_open(&mut self, conn_id: u64, channel_id: Vec<u8>) {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
@@ -990,32 +1042,76 @@ impl Service {
             .logs
             .iter()
             .find(|(_, r)| r.with(|r| r.log().discovery_key().as_slice() == channel_id.as_slice()));
-        match known {
-            Some((key, replica)) => {
-                if *conn.stop.borrow() {
-                    let mux = conn.mux.clone();
-                    tokio::spawn(async move {
-                        let _ = mux
-                            .reject(intercom_log::replicate::PROTOCOL, Some(&channel_id))
-                            .await;
-                    });
-                } else if !conn.active.contains(key) {
-                    spawn_replication(&self.cmds_tx, conn_id, conn, *key, replica);
-                }
+        if let Some((key, replica)) = known {
+            if *conn.stop.borrow() {
+                let mux = conn.mux.clone();
+                tokio::spawn(async move {
+                    let _ = mux
+                        .reject(intercom_log::replicate::PROTOCOL, Some(&channel_id))
+                        .await;
+                });
+                return;
             }
-            None => {
-                conn.held.push(channel_id);
-                if conn.held.len() > HELD_OPENS {
-                    let dropped = conn.held.remove(0);
-                    let mux = conn.mux.clone();
-                    tokio::spawn(async move {
-                        let _ = mux
-                            .reject(intercom_log::replicate::PROTOCOL, Some(&dropped))
-                            .await;
-                    });
-                }
+            if !conn.active.contains(key) {
+                spawn_replication(&self.cmds_tx, conn_id, conn, *key, replica);
+                return;
             }
+            // Our replication of this log on this connection is ending (its channel
+            // closed before the peer's new open reached it): answered when it has ended.
         }
+        if conn.held.contains(&channel_id) {
+            return;
+        }
+        conn.held.push(channel_id);
+        if conn.held.len() > HELD_OPENS {
+            let dropped = conn.held.remove(0);
+            let mux = conn.mux.clone();
+            tokio::spawn(async move {
+                let _ = mux
+                    .reject(intercom_log::replicate::PROTOCOL, Some(&dropped))
+                    .await;
+            });
+        }
+    }
+
+    /// A log's replication on a connection ended. While the connection lives and we still
+    /// follow the log, it is reopened: at once when the peer's open is waiting, otherwise
+    /// after a backoff (the peer may have refused it for now, or a local error stopped it).
+    fn on_replication_ended(&mut self, conn_id: u64, key: Key, generation: u64, lasted: Duration) {
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        if conn.mux.is_closed() {
+            self.conns.remove(&conn_id);
+            return;
+        }
+        if conn.generation != generation {
+            return;
+        }
+        conn.active.remove(&key);
+        let Some(replica) = self.logs.get(&key) else {
+            return;
+        };
+        if *conn.stop.borrow() {
+            return;
+        }
+        let dk = replica.with(|r| *r.log().discovery_key());
+        if conn.held.iter().any(|h| h.as_slice() == dk.as_slice()) {
+            spawn_replication(&self.cmds_tx, conn_id, conn, key, replica);
+            return;
+        }
+        let wait = match conn.backoff.get(&key) {
+            Some(previous) if lasted < RETRY_RESET => (*previous * 2).min(RETRY_MAX),
+            _ => RETRY_MIN,
+        };
+        conn.backoff.insert(key, wait);
+        let cmds = self.cmds_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = cmds
+                .send(Command::RetryReplication(conn_id, key, generation))
+                .await;
+        });
     }
 
     fn is_indexer(&self) -> bool {
@@ -1095,26 +1191,15 @@ impl Service {
             });
         }
         bodies.extend(pending.iter().map(|p| p.body.clone()));
-        // Where each body lands: (entry offset, index in that entry).
-        let per_entry = crate::entry::MAX_BODIES as usize;
-        let places: Vec<(u64, u32)> = (0..bodies.len())
-            .map(|i| ((i / per_entry) as u64, (i % per_entry) as u32))
-            .collect();
         let heads = self.new_heads();
-        let now = now_ms();
-        let blocks: Vec<Vec<u8>> = bodies
-            .chunks(per_entry)
+        let packed = Entry::pack(now_ms(), &heads, &bodies);
+        // Where each body lands: (entry offset, index in that entry).
+        let places: Vec<(u64, u32)> = packed
+            .iter()
             .enumerate()
-            .map(|(n, chunk)| {
-                let heads = if n == 0 { heads.clone() } else { Vec::new() };
-                Entry {
-                    timestamp: now,
-                    heads,
-                    bodies: chunk.to_vec(),
-                }
-                .encode()
-            })
+            .flat_map(|(entry, (_, n))| (0..*n).map(move |i| (entry as u64, i as u32)))
             .collect();
+        let blocks: Vec<Vec<u8>> = packed.into_iter().map(|(b, _)| b).collect();
         let first_op = places.len() - pending.len();
         match self.own.append(&blocks) {
             Ok(_) => {
@@ -1185,9 +1270,15 @@ fn spawn_replication(
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        let started = Instant::now();
         replica.replicate_until(mux, init, &hash, stopped).await;
         let _ = cmds
-            .send(Command::ReplicationEnded(id, key, generation))
+            .send(Command::ReplicationEnded(
+                id,
+                key,
+                generation,
+                started.elapsed(),
+            ))
             .await;
     });
 }

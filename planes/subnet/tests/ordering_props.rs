@@ -9,11 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use intercom_contracts::{
-    Context, Contract, ContractError, Field, FieldKind, MemoryState, OpSchema, Operation,
-    StateRead, StateWrite, Value,
+    Context, Contract, ContractError, Field, FieldKind, OpSchema, Operation, StateRead, StateWrite,
+    Value,
 };
 use intercom_crypto::KeyPair;
+use intercom_stores::{Batch, KvStore, MemoryStore};
 use intercom_subnet::entry::bind_message;
+use intercom_subnet::state::StateStore;
 use intercom_subnet::{Body, Engine, EngineConfig, Entry, Key, Members, Membership};
 use serde_json::json;
 
@@ -129,6 +131,8 @@ struct Peer {
     roots: BTreeMap<u64, [u8; 32]>,
     declared: HashMap<Key, u64>,
     group: u8,
+    /// The peer store the engine persists to (kept across snapshot restarts).
+    kv: Arc<dyn KvStore>,
 }
 
 fn config(bootstrap: Key) -> EngineConfig {
@@ -144,11 +148,13 @@ impl Peer {
     fn new(seed: u8, bootstrap: Key) -> Peer {
         let identity = KeyPair::from_seed(&[seed; 32]);
         let writer = KeyPair::from_seed(&[seed ^ 0x80; 32]).public_key;
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryStore::default());
         Peer {
             identity,
             writer,
             logs: BTreeMap::new(),
-            engine: Engine::new(config(bootstrap), MemoryState::default(), 0),
+            engine: Engine::open(config(bootstrap), kv.clone()).expect("open"),
+            kv,
             confirmed: Vec::new(),
             roots: BTreeMap::new(),
             declared: HashMap::new(),
@@ -164,7 +170,7 @@ impl Peer {
                 self.engine.push(key, i as u64, b).expect("push");
             }
         }
-        let step = self.engine.step();
+        let step = self.engine.step().expect("step");
         // One record per entry (its bodies share the entry's position).
         for a in step.applied.iter().filter(|a| a.index == 0) {
             assert_eq!(
@@ -219,19 +225,23 @@ impl Peer {
         self.sync();
     }
 
-    /// A restart: the engine is rebuilt, either from scratch or from a snapshot of its
-    /// persisted state.
+    /// A restart: the engine is reopened over what it persisted (its state, the
+    /// confirmed length and the linearizer's checkpoint), or rebuilt from scratch.
     fn restart(&mut self, bootstrap: Key, from_snapshot: bool) {
-        let (state, confirmed) = if from_snapshot {
-            (
-                self.engine.state().clone(),
-                self.engine.linearizer().confirmed_len(),
-            )
-        } else {
-            (MemoryState::default(), 0)
-        };
+        if !from_snapshot {
+            self.kv = Arc::new(MemoryStore::default());
+        }
         let before = self.confirmed.clone();
-        self.engine = Engine::new(config(bootstrap), state, confirmed);
+        self.engine = Engine::open(config(bootstrap), self.kv.clone()).expect("reopen");
+        assert_eq!(
+            self.engine.linearizer().confirmed_len(),
+            if from_snapshot {
+                before.len() as u64
+            } else {
+                0
+            },
+            "a reopened engine resumes at its persisted confirmed length"
+        );
         if !from_snapshot {
             self.confirmed.clear();
         }
@@ -417,7 +427,36 @@ fn run_case(seed: u64) {
     }
     check_prefixes(&peers);
     let first = &peers[0];
-    let root = first.engine.state().clone();
+    let root = first.engine.state().entries().expect("entries");
+    assert!(!root.is_empty(), "seed {seed}: the run wrote state");
+    // The root is a function of the content alone: the same keys and values written at
+    // once into an empty store give it.
+    let mut fresh_state = StateStore::open(Arc::new(MemoryStore::default())).expect("open");
+    let all = root
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    assert_eq!(
+        fresh_state.commit(&all, Batch::default()).expect("commit"),
+        first.engine.root(),
+        "seed {seed}: the root depends on how the state was written"
+    );
+    for p in &peers {
+        // Memory is bounded by what is not confirmed: applied entries and closed
+        // batches' clocks are gone.
+        let l = p.engine.linearizer();
+        let unapplied = l.unconfirmed_len() + l.waiting();
+        assert!(
+            p.engine.held_entries() as u64 <= unapplied,
+            "seed {seed}: {} entries held with {unapplied} unapplied",
+            p.engine.held_entries()
+        );
+        assert!(
+            l.held_clocks() as u64 <= unapplied + l.keys().len() as u64,
+            "seed {seed}: {} clocks held with {unapplied} unapplied",
+            l.held_clocks()
+        );
+    }
     for p in &peers[1..] {
         assert_eq!(
             p.confirmed.len(),
@@ -429,9 +468,14 @@ fn run_case(seed: u64) {
             "seed {seed}: confirmed orders differ"
         );
         assert_eq!(
-            p.engine.state().entries,
-            root.entries,
+            p.engine.state().entries().expect("entries"),
+            root,
             "seed {seed}: states differ"
+        );
+        assert_eq!(
+            p.engine.root(),
+            first.engine.root(),
+            "seed {seed}: roots differ"
         );
     }
     // Whatever is still unconfirmed (acks of the final round) is ordered alike too.
@@ -458,10 +502,11 @@ fn run_case(seed: u64) {
         "seed {seed}: rebuild order differs"
     );
     assert_eq!(
-        fresh.engine.state().entries,
-        root.entries,
+        fresh.engine.state().entries().expect("entries"),
+        root,
         "seed {seed}: rebuild state differs"
     );
+    assert_eq!(fresh.engine.root(), first.engine.root());
 }
 
 /// Confirmed orders of any two peers agree on their common prefix, and the same
@@ -547,7 +592,7 @@ fn a_removed_writer_is_ignored_after_its_removal_and_a_non_admin_cannot_admit() 
         assert!(!Members(s).is_writer(&bootstrap, &w1), "removed");
     }
     assert_eq!(
-        peers[0].engine.state().entries,
-        peers[2].engine.state().entries
+        peers[0].engine.state().entries().unwrap(),
+        peers[2].engine.state().entries().unwrap()
     );
 }
