@@ -41,7 +41,8 @@ enum Command {
     /// Subnet writer logs (hypercores): append, get, info, serve on the swarm, replicate
     /// and verify (JSON lines).
     Log(log_cli::LogArgs),
-    /// Subnet tools: `subnet rebuild` re-applies every held writer log from scratch.
+    /// Subnet tools: `subnet rebuild` re-applies every held writer log from scratch;
+    /// `subnet verify-proof` checks a proof of a key's value against a state root.
     Subnet(subnet_cli::SubnetArgs),
     /// Hyperswarm tools: `swarm pipe` pipes stdin/stdout through a topic's first connection.
     Swarm(swarm_cli::SwarmArgs),

@@ -1,6 +1,11 @@
-//! `intercom subnet rebuild`: deletes a peer store's subnet state and re-applies every
-//! writer log the store holds, from scratch and without the network (the state is a
-//! pure function of the logs). Prints one JSON line: lengths, the state root and timing.
+//! `intercom subnet ...` tools.
+//!
+//! * `rebuild`: deletes a peer store's subnet state and re-applies every writer log the
+//!   store holds, from scratch and without the network (the state is a pure function of
+//!   the logs). Prints one JSON line: lengths, the state root and timing.
+//! * `verify-proof`: checks a `/get --proof 1` answer (a value or an absence proved
+//!   against a state root) without any peer, so a light client can trust one peer's
+//!   answer once it knows the root.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +45,17 @@ enum SubnetCommand {
         #[arg(long, env = "SUBNET_BOOTSTRAP")]
         subnet_bootstrap: Option<String>,
     },
+    /// Checks a proof from `/get --key K --proof 1` (or the bridge's `get` with
+    /// `"proof": true`); exits 0 and prints the proven value, or exits 1 saying why not.
+    VerifyProof {
+        /// The proof JSON: a file, or `-` for standard input.
+        #[arg(default_value = "-")]
+        proof: String,
+        /// The state root you trust (hex), e.g. the confirmed root several peers report;
+        /// without it the proof is checked against the root it names.
+        #[arg(long)]
+        root: Option<String>,
+    },
 }
 
 /// Runs a subnet subcommand.
@@ -73,7 +89,7 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
                 max_writers: 256,
             };
             let started = Instant::now();
-            let mut engine = intercom_subnet::service::rebuild(kv, config)?;
+            let engine = intercom_subnet::service::rebuild(kv, config)?;
             let elapsed = started.elapsed();
             let lin = engine.linearizer();
             println!(
@@ -84,12 +100,53 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
                     "unconfirmedLength": lin.unconfirmed_len(),
                     "waiting": lin.waiting(),
                     "writers": lin.keys().len(),
-                    "stateKeys": engine.state().entries.len(),
                     "stateRoot": hex::encode(engine.root()),
                     "ms": elapsed.as_secs_f64() * 1000.0,
                 })
             );
             Ok(())
+        }
+        SubnetCommand::VerifyProof { proof, root } => {
+            let text = if proof == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("reading the proof from standard input")?;
+                text
+            } else {
+                std::fs::read_to_string(&proof).with_context(|| format!("reading {proof}"))?
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(text.trim()).context("the proof is not JSON")?;
+            // A bridge reply wraps the proof in its `get` answer; take either.
+            let value = value.get("result").cloned().unwrap_or(value);
+            let trusted = match root {
+                Some(hex_root) => Some(
+                    hex::decode(&hex_root)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .context("--root must be 64 hex characters")?,
+                ),
+                None => None,
+            };
+            match intercom_subnet::state::verify_proof_json(&value, trusted.as_ref()) {
+                Ok(checked) => {
+                    println!(
+                        "{}",
+                        json!({
+                            "valid": true,
+                            "stateKey": checked.state_key,
+                            "present": checked.value.is_some(),
+                            "value": checked.value,
+                            "stateRoot": hex::encode(checked.root),
+                        })
+                    );
+                    Ok(())
+                }
+                Err(why) => {
+                    println!("{}", json!({"valid": false, "error": why}));
+                    std::process::exit(1);
+                }
+            }
         }
     }
 }

@@ -81,12 +81,14 @@ pub enum SubnetRequest {
         /// Dry run: report what it would do, append nothing.
         sim: bool,
     },
-    /// `{type:"get", key, confirmed}`: a contract key's value.
+    /// `{type:"get", key, confirmed, proof}`: a contract key's value.
     Get {
         /// The contract key.
         key: String,
         /// Read the confirmed state (default) or the tentative one.
         confirmed: bool,
+        /// Add a Merkle proof of the value (or its absence) against the confirmed root.
+        proof: bool,
     },
     /// `{type:"subnet"}`: membership, lengths, the state root.
     Info,

@@ -133,12 +133,14 @@ pub enum ClientMessage {
         /// Dry run.
         sim: bool,
     },
-    /// `{type:"get", key, confirmed?}` → `get_result` (an addition).
+    /// `{type:"get", key, confirmed?, proof?}` → `get_result` (an addition).
     Get {
         /// The contract key.
         key: String,
         /// Confirmed (default) or tentative state.
         confirmed: bool,
+        /// Add a Merkle proof against the confirmed root.
+        proof: bool,
     },
     /// `{type:"subnet"}` → `subnet` (an addition).
     Subnet,
@@ -270,6 +272,7 @@ pub fn decode_request(value: &Value) -> Result<Request, DecodeError> {
             confirmed: !field("confirmed").is_some_and(|v| {
                 matches!(v, Value::Bool(false)) || v == "false" || v == 0 || v == "0"
             }),
+            proof: field("proof").is_some_and(|v| js_truthy(v) && v != "0" && v != "false"),
         },
         "subnet" => ClientMessage::Subnet,
         "subnet_op" => ClientMessage::SubnetOp {
@@ -389,7 +392,8 @@ pub enum ServerMessage {
     SidechannelMessage(Box<SidechannelMessage>),
     /// `{type:"tx_result", ...}`: the outcome of `tx` (an addition).
     TxResult(Map<String, Value>),
-    /// `{type:"get_result", key, value, confirmed}` (an addition).
+    /// `{type:"get_result", key, value, confirmed, stateRoot}`; with `proof`, also
+    /// `stateKey`, `valueJson` and `proof` (an addition).
     GetResult(Map<String, Value>),
     /// `{type:"subnet", ...}`: membership, lengths and the state root (an addition).
     Subnet(Map<String, Value>),

@@ -236,11 +236,25 @@ impl Session {
                 }
                 Step::Call(Call::Subnet(SubnetRequest::Tx { command, sim }))
             }
-            M::Get { key, confirmed } => {
+            M::Get {
+                key,
+                confirmed,
+                proof,
+            } => {
                 if key.is_empty() {
                     return reply(error(ErrorCode::MissingField, "Missing key."));
                 }
-                Step::Call(Call::Subnet(SubnetRequest::Get { key, confirmed }))
+                if proof && !confirmed {
+                    return reply(error(
+                        ErrorCode::InvalidOperation,
+                        "Proofs are of confirmed values only; drop confirmed:false.",
+                    ));
+                }
+                Step::Call(Call::Subnet(SubnetRequest::Get {
+                    key,
+                    confirmed,
+                    proof,
+                }))
             }
             M::Subnet => Step::Call(Call::Subnet(SubnetRequest::Info)),
             M::SubnetOp { op, args } => {

@@ -148,7 +148,16 @@ impl Backend for PeerBackend {
                     .map_err(subnet_error)?
                     .1
             }
-            SubnetRequest::Get { key, confirmed } => {
+            SubnetRequest::Get {
+                key, proof: true, ..
+            } => {
+                let proved = subnet.prove(&key).await.map_err(subnet_error)?;
+                let state_key = format!("{}{key}", intercom_subnet::state::APP_PREFIX);
+                let mut v = proved.to_json(&key, &state_key);
+                v["confirmed"] = json!(true);
+                v
+            }
+            SubnetRequest::Get { key, confirmed, .. } => {
                 let (value, root) = subnet.get(&key, confirmed).await.map_err(subnet_error)?;
                 json!({"key": key, "value": value, "confirmed": confirmed, "stateRoot": hex::encode(root)})
             }
