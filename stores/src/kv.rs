@@ -32,6 +32,12 @@ impl<'a> Batch<'a> {
         self
     }
 
+    /// Sets `key` to `value`, taking both without copying them.
+    pub fn put_owned(&mut self, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Put(key, value));
+        self
+    }
+
     /// Sets `key` to a value written once and never changed (a log block): the store
     /// may keep it outside its index. Read it back with [`KvStore::get_blob`] only.
     pub fn put_blob(&mut self, key: &[u8], value: &'a [u8]) -> &mut Self {
@@ -197,7 +203,9 @@ impl RocksStore {
         // Small, mostly idle databases: keep the memory footprint low.
         opts.set_write_buffer_size(4 * 1024 * 1024);
         opts.set_max_write_buffer_number(2);
-        opts.set_max_open_files(64);
+        // Every table file stays open: reopening one reads its index and filter blocks
+        // again, which dominated a subnet applying into a large state.
+        opts.set_max_open_files(-1);
         opts.set_keep_log_file_num(2);
         // Log blocks of 1 KiB and more bypass RocksDB (`Batch::put_blob`, blobs.rs). Other
         // values of 1 KiB and more (large subnet state values) go to RocksDB's blob files
