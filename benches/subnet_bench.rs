@@ -8,11 +8,20 @@
 //! * apply latency: per transaction, from its `tx` frame to the reader's `subnet_applied`
 //!   event, p50 / p99, under that load and paced (one transaction every 5 ms);
 //! * rebuild: 100,000 transactions in a bootstrap writer log (in-process, RocksDB in a
-//!   temporary directory), re-applied from scratch as `intercom subnet rebuild` does.
+//!   temporary directory), re-applied from scratch as `intercom subnet rebuild` does;
+//! * scale: the writers stop; puts of fresh keys from the admin alone (two processes, a core
+//!   each); applied tx/s on the reader measured with
+//!   the state at about 0, 100,000 and 1,000,000 keys, the peers' RSS at 1,000,000, and
+//!   the time to get a proof of one key from the reader's bridge and check it.
 //!
 //!   cargo bench --bench subnet_bench
 //!
-//! Targets: at least 10,000 tx/s applied, p50 under 50 ms. The JS subnet (trac-peer's
+//! `SUBNET_BENCH_SCALE=0` skips the scale runs, `SUBNET_BENCH_SCALE_POINTS=0,100000` picks
+//! the state sizes, `SUBNET_BENCH_SCALE_ONLY=1` runs them alone (nothing written to the
+//! docs), `SUBNET_BENCH_PROGRESS=1` prints every peer's lengths each second.
+//!
+//! Targets: at least 10,000 tx/s applied, p50 under 50 ms; at 1,000,000 keys at least 80%
+//! of the small-state rate and 10,000 tx/s, RSS under 150 MB, a proof under 1 ms. The JS subnet (trac-peer's
 //! Autobase) cannot run here (it needs the settlement network), so there is no
 //! side-by-side JS figure. Results go to the subnet section of docs/benchmarks.md.
 
@@ -38,6 +47,10 @@ const THROUGHPUT_TXS: usize = 30_000;
 const PACED_TXS: usize = 1_000;
 const SUSTAINED_TXS: usize = 24_000;
 const REBUILD_OPS: u64 = 100_000;
+/// Transactions per measured scale run (fresh keys, 3 writers).
+const SCALE_TXS: usize = 30_000;
+/// State sizes (keys) the scale runs are measured at.
+const SCALE_POINTS: [usize; 3] = [0, 100_000, 1_000_000];
 
 /// (writer key, writer-log entry, index in the entry) → when the reader saw it applied.
 type Applied = HashMap<(String, u64, u64), Instant>;
@@ -68,6 +81,15 @@ async fn wait_for(tx: &mut Tx, rx: &mut Rx, what: &str, done: impl Fn(&Value) ->
     .await
 }
 
+/// Which keys a load's `put`s write.
+#[derive(Clone, Copy)]
+enum Keys {
+    /// 512 keys per writer, overwritten.
+    Reused,
+    /// A fresh key per transaction, numbered from this offset.
+    Fresh(usize),
+}
+
 /// Sends `n` transactions through one writer's bridge as fast as the bridge takes them,
 /// or `pace.1` every `pace.0`; returns (send instant, (entry, index)) per transaction.
 async fn load(
@@ -75,6 +97,7 @@ async fn load(
     tag: usize,
     n: usize,
     pace: Option<(Duration, usize)>,
+    keys: Keys,
 ) -> Vec<(Instant, (u64, u64))> {
     let (mut tx, mut rx) = agent(&bridge).await;
     let replies = tokio::spawn(async move {
@@ -89,7 +112,10 @@ async fn load(
     });
     let mut sent = Vec::with_capacity(n);
     for i in 0..n {
-        let key = format!("w{tag}-{}", i % 512);
+        let key = match keys {
+            Keys::Reused => format!("w{tag}-{}", i % 512),
+            Keys::Fresh(from) => format!("s{tag}-{}", from + i),
+        };
         let frame =
             json!({"type": "tx", "id": i, "command": {"op": "put", "key": key, "value": i}});
         sent.push(Instant::now());
@@ -157,11 +183,12 @@ async fn progress(bridges: Vec<String>) {
                 .map(|l| l["length"].as_u64().unwrap_or(0))
                 .collect();
             eprintln!(
-                "{:>5.1}s writer {i}: logs {logs:?} confirmed {} unconfirmed {} waiting {}",
+                "{:>5.1}s peer {i}: logs {logs:?} confirmed {} unconfirmed {} waiting {} held {}",
                 started.elapsed().as_secs_f64(),
                 v["confirmedLength"],
                 v["unconfirmedLength"],
-                v["waiting"]
+                v["waiting"],
+                v["heldOperations"]
             );
         }
     }
@@ -179,16 +206,18 @@ async fn run(
     reader_rx: &mut Rx,
     per_writer: usize,
     pace: Option<(Duration, usize)>,
+    key_kind: Keys,
 ) -> Run {
     let keys: Vec<String> = writers.iter().map(|w| w.writer.clone()).collect();
     let started = Instant::now();
     let loads: Vec<_> = writers
         .iter()
         .enumerate()
-        .map(|(i, w)| tokio::spawn(load(w.bridge.clone(), i, per_writer, pace)))
+        .map(|(i, w)| tokio::spawn(load(w.bridge.clone(), i, per_writer, pace, key_kind)))
         .collect();
     let monitor = std::env::var("SUBNET_BENCH_PROGRESS").is_ok().then(|| {
-        let bridges: Vec<String> = writers.iter().map(|w| w.bridge.clone()).collect();
+        let mut bridges: Vec<String> = writers.iter().map(|w| w.bridge.clone()).collect();
+        bridges.extend(std::env::var("SUBNET_BENCH_PROGRESS_EXTRA").ok());
         tokio::spawn(progress(bridges))
     });
     let mut applied = Applied::new();
@@ -275,6 +304,128 @@ fn rebuild_time(dir: &std::path::Path, per_entry: usize) -> (f64, u64) {
     (secs, engine.linearizer().confirmed_len())
 }
 
+struct Scale {
+    /// (keys in the state when measured, the run).
+    points: Vec<(usize, Run)>,
+    /// (peer, MB) at the largest state.
+    rss: Vec<(String, f64)>,
+    proof_p50: f64,
+    proof_p99: f64,
+    check_p50: f64,
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The scale runs: the other writers stop, the admin (the bootstrap) raises the quota and
+/// writes fresh keys alone, so the two remaining peers (admin and reader) have a core each
+/// and the figures show what the state's size costs a reader rather than how five peers
+/// share two cores.
+async fn scale(
+    admin: &BenchPeer,
+    writers: &mut [BenchPeer],
+    reader: &BenchPeer,
+    (a_tx, a_rx): (&mut Tx, &mut Rx),
+    (r_tx, r_rx): (&mut Tx, &mut Rx),
+) -> Scale {
+    let r = request(
+        a_tx,
+        a_rx,
+        json!({"type": "subnet_op", "op": "set_quota", "keys": "10000000", "bytes": "10000000000", "id": 300}),
+    )
+    .await;
+    assert_eq!(r["type"], "subnet_op_result", "{r}");
+    for w in writers.iter_mut() {
+        let _ = w.child.kill().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pids = vec![
+        ("admin".to_owned(), admin.child.id().unwrap_or(0)),
+        ("reader".to_owned(), reader.child.id().unwrap_or(0)),
+    ];
+    std::env::set_var("SUBNET_BENCH_PROGRESS_EXTRA", &reader.bridge);
+    scale_runs(&[admin], r_tx, r_rx, &pids).await
+}
+
+/// Fills the state with fresh keys from every writer and measures a run at each of
+/// [`SCALE_POINTS`]; then the peers' RSS and proofs at the largest state.
+async fn scale_runs(
+    writers: &[&BenchPeer],
+    r_tx: &mut Tx,
+    r_rx: &mut Rx,
+    pids: &[(String, u32)],
+) -> Scale {
+    let per_writer = SCALE_TXS / writers.len();
+    let mut written = 0usize; // fresh keys per writer so far
+    let mut points = Vec::new();
+    let sizes: Vec<usize> = std::env::var("SUBNET_BENCH_SCALE_POINTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .unwrap_or_else(|| SCALE_POINTS.to_vec());
+    for target in sizes {
+        // Fill (unmeasured) up to the target, in runs of 60,000 (a put writes two keys).
+        let per_writer_target = target.div_ceil(2 * writers.len());
+        while written < per_writer_target {
+            let chunk = (per_writer_target - written).min(20_000);
+            run(writers, r_rx, chunk, None, Keys::Fresh(written)).await;
+            written += chunk;
+            eprintln!("scale: {} keys", written * writers.len() * 2);
+        }
+        let measured = run(writers, r_rx, per_writer, None, Keys::Fresh(written)).await;
+        written += per_writer;
+        println!(
+            "scale: {target} keys in the state: {:.0} tx/s applied, p50 {:.1} ms p99 {:.1} ms",
+            measured.tps, measured.p50, measured.p99
+        );
+        points.push((target, measured));
+    }
+    let rss: Vec<(String, f64)> = pids
+        .iter()
+        .map(|(n, pid)| (n.clone(), rss_mb(*pid)))
+        .collect();
+    println!("scale: RSS {rss:?}");
+    let mut produce = Vec::new();
+    let mut check = Vec::new();
+    for i in 0..200usize {
+        let key = format!("kv/s{}-{}", i % writers.len(), (i * 7919) % written);
+        let t = Instant::now();
+        let v = request(
+            r_tx,
+            r_rx,
+            json!({"type": "get", "key": key, "proof": true, "id": 10_000 + i}),
+        )
+        .await;
+        produce.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        intercom_subnet::state::verify_proof_json(&v, None).expect("the proof checks");
+        check.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(v["value"].is_number(), "{v}");
+    }
+    produce.sort_by(f64::total_cmp);
+    check.sort_by(f64::total_cmp);
+    println!(
+        "scale: proof from the bridge p50 {:.3} ms p99 {:.3} ms, check p50 {:.3} ms",
+        quantile(&produce, 0.5),
+        quantile(&produce, 0.99),
+        quantile(&check, 0.5)
+    );
+    Scale {
+        points,
+        rss,
+        proof_p50: quantile(&produce, 0.5),
+        proof_p99: quantile(&produce, 0.99),
+        check_p50: quantile(&check, 0.5),
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -332,12 +483,25 @@ async fn main() {
     assert_eq!(sub["subnet"], true, "{sub}");
 
     let all: Vec<&BenchPeer> = writers.iter().collect();
-    let one = run(&all[..1], &mut r_rx, THROUGHPUT_TXS, None).await;
+    if std::env::var("SUBNET_BENCH_SCALE_ONLY").is_ok() {
+        // For working on the scale runs: those alone, nothing written to the docs.
+        drop(all);
+        scale(
+            &admin,
+            &mut writers,
+            &reader,
+            (&mut a_tx, &mut a_rx),
+            (&mut r_tx, &mut r_rx),
+        )
+        .await;
+        return;
+    }
+    let one = run(&all[..1], &mut r_rx, THROUGHPUT_TXS, None, Keys::Reused).await;
     println!(
         "1 writer: {:.0} tx/s applied on the reader, latency p50 {:.1} ms p99 {:.1} ms",
         one.tps, one.p50, one.p99
     );
-    let three = run(&all, &mut r_rx, THROUGHPUT_TXS / 3, None).await;
+    let three = run(&all, &mut r_rx, THROUGHPUT_TXS / 3, None, Keys::Reused).await;
     println!(
         "3 writers: {:.0} tx/s applied on the reader, latency p50 {:.1} ms p99 {:.1} ms",
         three.tps, three.p50, three.p99
@@ -347,6 +511,7 @@ async fn main() {
         &mut r_rx,
         PACED_TXS,
         Some((Duration::from_millis(5), 1)),
+        Keys::Reused,
     )
     .await;
     println!(
@@ -359,12 +524,29 @@ async fn main() {
         &mut r_rx,
         SUSTAINED_TXS / 3,
         Some((Duration::from_millis(3), 8)),
+        Keys::Reused,
     )
     .await;
     println!(
         "paced 8 txs / 3 ms per writer (3 writers): {:.0} tx/s, latency p50 {:.1} ms p99 {:.1} ms",
         sustained.tps, sustained.p50, sustained.p99
     );
+
+    drop(all);
+    let scale = if std::env::var("SUBNET_BENCH_SCALE").as_deref() == Ok("0") {
+        None
+    } else {
+        Some(
+            scale(
+                &admin,
+                &mut writers,
+                &reader,
+                (&mut a_tx, &mut a_rx),
+                (&mut r_tx, &mut r_rx),
+            )
+            .await,
+        )
+    };
 
     for mut c in [admin.child, reader.child]
         .into_iter()
@@ -388,6 +570,51 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&stores);
 
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let scale_text = match &scale {
+        None => "Scale runs skipped (SUBNET_BENCH_SCALE=0).\n\n".to_owned(),
+        Some(sc) => {
+            let rows: String = sc
+                .points
+                .iter()
+                .map(|(keys, r)| {
+                    format!(
+                        "| {keys} | {:.0} | {:.1} ms | {:.1} ms |\n",
+                        r.tps, r.p50, r.p99
+                    )
+                })
+                .collect();
+            let first = sc.points.first().map_or(0.0, |(_, r)| r.tps);
+            let last = sc.points.last().map_or(0.0, |(_, r)| r.tps);
+            let rss: Vec<String> = sc
+                .rss
+                .iter()
+                .map(|(n, mb)| format!("{n} {mb:.0} MB"))
+                .collect();
+            let max_rss = sc.rss.iter().map(|(_, mb)| *mb).fold(0.0, f64::max);
+            format!(
+                "Scale: the three writers stop; the admin (bootstrap) writes puts of fresh keys \
+                 ({SCALE_TXS} per measured run; a put writes two keys, the value and its owner) \
+                 and the reader applies them; applied tx/s on the reader with the state at about \
+                 this many keys:\n\n\
+                 | keys in the state | tx/s applied | p50 | p99 |\n|---|---|---|---|\n{rows}\n\
+                 At {} keys: {:.0}% of the small-state rate; RSS {}. Proof of one key from the \
+                 reader's bridge (round trip, {} keys): p50 {:.3} ms, p99 {:.3} ms; checking it: p50 \
+                 {:.3} ms.\n\n\
+                 Targets at 1,000,000 keys: at least 80% of the small-state rate and 10,000 tx/s \
+                 ({}), every peer under 150 MB ({}), a proof produced and checked in under 1 ms ({}).\n\n",
+                sc.points.last().map_or(0, |(k, _)| *k),
+                100.0 * last / first.max(1.0),
+                rss.join(", "),
+                sc.points.last().map_or(0, |(k, _)| *k),
+                sc.proof_p50,
+                sc.proof_p99,
+                sc.check_p50,
+                verdict(last >= 0.8 * first && last >= 10_000.0),
+                verdict(max_rss < 150.0),
+                verdict(sc.proof_p50 + sc.check_p50 < 1.0),
+            )
+        }
+    };
     docs::write_section(
         "subnet",
         &format!(
@@ -407,7 +634,7 @@ async fn main() {
              in one-operation entries: {:.2} s ({:.0} ops/s); in 1,000-operation entries (as busy \
              writers append them): {:.2} s ({:.0} ops/s).\n\n\
              Targets: at least 10,000 tx/s applied ({}), p50 under 50 ms below capacity ({}). No JS figure: the \
-             JS subnet (trac-peer) needs the settlement network.\n\n",
+             JS subnet (trac-peer) needs the settlement network.\n\n{}",
             one.tps, one.p50, one.p99, three.tps, three.p50, three.p99, paced.p50, paced.p99,
             sustained.tps, sustained.p50, sustained.p99,
             rebuilds[0].2,
@@ -416,6 +643,7 @@ async fn main() {
             REBUILD_OPS as f64 / rebuilds[1].2,
             verdict(one.tps >= 10_000.0 && three.tps >= 10_000.0),
             verdict(paced.p50 < 50.0 && sustained.p50 < 50.0),
+            scale_text,
         ),
     );
 }

@@ -11,7 +11,7 @@ mod sidechannel_support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sidechannel_support::{DhtNode, Peer, Ws};
+use sidechannel_support::{DhtNode, Peer, Ws, BIN};
 
 const CHANNEL_ARGS: [&str; 2] = ["--subnet-channel", "subnet-late"];
 /// How soon after its admission a writer's entry must be confirmed everywhere.
@@ -237,4 +237,41 @@ async fn writers_and_an_indexer_admitted_late_are_confirmed_everywhere_within_2s
             .await;
         assert_eq!(v["value"], json!(tag), "{v}");
     }
+
+    // A light client: the reader's proof of a value (and of an absence), checked offline
+    // against the root the admin reports.
+    let trusted = info(&mut a).await["stateRoot"].as_str().unwrap().to_owned();
+    let proved = r
+        .req(json!({"type": "get", "key": "kv/w15", "proof": true}))
+        .await;
+    assert_eq!(proved["type"], "get_result", "{proved}");
+    assert_eq!(proved["stateRoot"], json!(trusted), "{proved}");
+    let absent = r
+        .req(json!({"type": "get", "key": "kv/none", "proof": true}))
+        .await;
+    let verify = |proof: &Value, root: &str| {
+        let mut child = std::process::Command::new(BIN)
+            .args(["subnet", "verify-proof", "-", "--root", root])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn intercom subnet verify-proof");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), proof.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).expect("verify-proof prints JSON");
+        (out.status.success(), v)
+    };
+    let (ok, v) = verify(&proved, &trusted);
+    assert!(ok, "{v}");
+    assert_eq!(v["value"], json!("w15"), "{v}");
+    let (ok, v) = verify(&absent, &trusted);
+    assert!(ok && v["present"] == false, "{v}");
+    let mut forged = proved.clone();
+    forged["valueJson"] = json!("\"w16\"");
+    forged["value"] = json!("w16");
+    let (ok, v) = verify(&forged, &trusted);
+    assert!(!ok, "a forged value is refused: {v}");
+    let (ok, v) = verify(&proved, &"0".repeat(64));
+    assert!(!ok, "a proof for another root is refused: {v}");
 }

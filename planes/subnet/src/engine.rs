@@ -26,6 +26,9 @@ const IDENTITY_KEY: &[u8] = b"subnet/identity";
 const FRONTIER_PREFIX: &str = "subnet/lin/";
 /// Everything the subnet persists lives under this prefix.
 const SUBNET_PREFIX: &[u8] = b"subnet/";
+/// Operations one [`Engine::step`] applies at most (it stops after the batch that
+/// reaches it): bounds the memory and time of a step when a peer catches up on a backlog.
+const STEP_OPERATIONS: usize = 4096;
 /// Version of the persisted layout and of the ordering rule; a store written by another
 /// version is rebuilt from the logs.
 const FORMAT: u32 = 2;
@@ -83,6 +86,8 @@ pub struct Step {
     pub applied: Vec<AppliedEntry>,
     /// The state changes it wrote (`None` deletes).
     pub writes: BTreeMap<String, Option<Value>>,
+    /// True when it stopped at its operation budget with more confirmed: step again.
+    pub more: bool,
 }
 
 /// The engine.
@@ -94,6 +99,8 @@ pub struct Engine {
     state: StateStore,
     /// Per writer: one past its newest entry that is not an ack.
     substantive: HashMap<Key, u64>,
+    /// Operations in the held, unapplied entries.
+    held_operations: usize,
     /// Set when the store failed under a step: nothing more is applied.
     failed: Option<String>,
 }
@@ -133,6 +140,7 @@ impl Engine {
             slots: Vec::new(),
             state,
             substantive: HashMap::new(),
+            held_operations: 0,
             failed: None,
         })
     }
@@ -167,6 +175,7 @@ impl Engine {
             Err(e) => (Slot::Undecodable(e.to_string()), Vec::new()),
         };
         self.linearizer.push(writer, seq, &heads)?;
+        self.held_operations += slot_operations(&slot);
         let w = self.linearizer.index_of(writer).unwrap_or(0) as usize;
         if self.slots.len() <= w {
             self.slots.resize_with(w + 1, Slots::default);
@@ -185,8 +194,9 @@ impl Engine {
         slots.queue.get(usize::try_from(at).ok()?)
     }
 
-    /// Orders what arrived, applies every batch a majority of indexers confirmed and
-    /// persists the result. After a store failure it applies nothing more (the peer must
+    /// Orders what arrived, applies the batches a majority of indexers confirmed (up to
+    /// about [`STEP_OPERATIONS`] operations: [`Step::more`] says whether to step again)
+    /// and persists the result. After a store failure it applies nothing more (the peer must
     /// restart, which resumes from the last write that succeeded).
     pub fn step(&mut self) -> Result<Step, SubnetError> {
         if let Some(why) = &self.failed {
@@ -206,6 +216,10 @@ impl Engine {
             if self.linearizer.confirmable(&indexers).is_none() {
                 break;
             }
+            if step.applied.len() >= STEP_OPERATIONS {
+                step.more = true;
+                break;
+            }
             let Some((first, batch)) = self.linearizer.confirm() else {
                 break;
             };
@@ -213,6 +227,9 @@ impl Engine {
                 let position = first + i as u64;
                 let writer = *self.linearizer.key(id.writer);
                 let slot = take_slot(&mut self.slots, *id);
+                self.held_operations = self
+                    .held_operations
+                    .saturating_sub(slot.as_ref().map_or(0, slot_operations));
                 let at = Placement {
                     writer: &writer,
                     seq: id.seq,
@@ -396,9 +413,41 @@ impl Engine {
         self.slots.iter().map(|s| s.queue.len()).sum()
     }
 
+    /// How many operations each of `key`'s entries `from..to` holds (0 for entries not
+    /// held any more: applied ones).
+    pub fn operations_in(&self, key: &Key, from: u64, to: u64) -> Vec<usize> {
+        let held = self
+            .linearizer
+            .index_of(key)
+            .and_then(|w| self.slots.get(w as usize));
+        (from..to)
+            .map(|seq| {
+                held.and_then(|s| {
+                    let at = usize::try_from(seq.checked_sub(s.base)?).ok()?;
+                    s.queue.get(at).map(slot_operations)
+                })
+                .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Operations in the entries held in memory and not applied yet.
+    pub fn held_operations(&self) -> usize {
+        self.held_operations
+    }
+
     /// The store the engine persists to.
     pub fn kv(&self) -> &Arc<dyn KvStore> {
         &self.kv
+    }
+}
+
+/// How many operations a held slot stands for (an undecodable block counts one).
+fn slot_operations(slot: &Slot) -> usize {
+    match slot {
+        Slot::Held(entry) => entry.bodies.len(),
+        Slot::Undecodable(_) => 1,
+        Slot::Applied => 0,
     }
 }
 

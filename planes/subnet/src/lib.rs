@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod buckets;
 pub mod commands;
 pub mod engine;
 pub mod entry;

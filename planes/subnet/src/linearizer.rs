@@ -545,6 +545,21 @@ impl Linearizer {
         self.keys.iter().copied().zip(needed).collect()
     }
 
+    /// The lengths of other logs the bootstrap's newest pushed entry has seen: the entries
+    /// the batches it closes are made of.
+    pub fn bootstrap_clock(&self) -> Vec<(Key, u64)> {
+        self.writers[BOOTSTRAP as usize]
+            .clocks
+            .back()
+            .map(|clock| {
+                clock
+                    .iter()
+                    .map(|(w, n)| (self.keys[*w as usize], *n))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Entries pushed but waiting for what they depend on.
     pub fn waiting(&self) -> u64 {
         self.writers.iter().map(|w| w.pushed() - w.ready).sum()

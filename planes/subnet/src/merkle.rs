@@ -1,26 +1,30 @@
-//! The state commitment: a compact sparse Merkle tree over the subnet state, pure and
-//! sans-io (nodes are read through [`NodeSource`]; an update returns the node writes).
+//! The state commitment: a compact sparse Merkle tree over the subnet state. Pure: the
+//! tree's upper levels are a value in memory ([`TopTree`]); the keys below them are kept
+//! by the caller in buckets it reads and writes as a whole.
 //!
 //! Every state key sits at the 256-bit path `BLAKE2b-256(key)`. A subtree holding no key
-//! is empty (hash: 32 zero bytes); a subtree holding exactly one key is that key's *leaf*,
-//! stored at the top of the subtree; every other subtree is an *internal* node over its
-//! two halves (bit `depth` of the path picks the half: 0 left, 1 right).
+//! is empty (hash: 32 zero bytes); a subtree holding exactly one key is that key's *leaf*
+//! (however high it sits); every other subtree is an *internal* node over its two halves
+//! (bit `depth` of the path picks the half: 0 left, 1 right).
 //!
 //! ```text
 //! leaf     = BLAKE2b-256(0x00 · path(32) · BLAKE2b-256(value JSON))
 //! internal = BLAKE2b-256(0x01 · left(32) · right(32))
-//! root     = the hash of the node at depth 0 (zeros for an empty state)
+//! root     = the hash of the whole tree (zeros for an empty state)
 //! ```
 //!
-//! The tree is a function of the set of (key, value) pairs alone, whatever order they
-//! were written in, and an update touching k keys of n reads and rewrites about
-//! k·log2(n) nodes. A [`Proof`] is the sibling hashes from the root down to where the
-//! key's path ends (its leaf, another key's leaf, or an empty subtree): it proves a
-//! value, or the absence of any value, against a root.
+//! The root is a function of the set of (key, value) pairs alone, whatever order they were
+//! written in. Storage: the 2^18 subtrees at depth [`BUCKET_DEPTH`] are *buckets*, each
+//! stored as one sorted list of its keys' (path, value hash); the 19 levels above them are
+//! held in memory as a complete binary tree of subtree summaries (up to 17 MB, only the
+//! parts above non-empty buckets resident), rebuilt on start from one stored summary per
+//! bucket. Writing a key rewrites its bucket (about n / 262,144 keys) and re-hashes its
+//! bucket's subtree and the 18 summaries above it, so an update costs about the same at a
+//! thousand keys and at a million. A [`Proof`] is the sibling
+//! hashes from the root down to where the key's path ends (its leaf, another key's leaf,
+//! or an empty subtree): it proves a value, or the absence of any value, against a root.
 
 use std::collections::BTreeMap;
-
-use intercom_crypto::blake2b_256;
 
 /// A 32-byte hash.
 pub type Hash = [u8; 32];
@@ -28,25 +32,46 @@ pub type Hash = [u8; 32];
 /// The hash of an empty subtree.
 pub const EMPTY: Hash = [0; 32];
 
-/// Deepest a node can sit: two different paths differ within 256 bits.
+/// Depth of the buckets: the subtrees stored as one record each (2^18 of them: about
+/// 4 keys each at a million keys, 40 at ten million).
+pub const BUCKET_DEPTH: u16 = 18;
+
+/// How many buckets there are.
+pub const BUCKETS: usize = 1 << BUCKET_DEPTH;
+
+/// Deepest a path goes.
 const MAX_DEPTH: u16 = 256;
+
+fn blake2b(parts: &[&[u8]]) -> Hash {
+    thread_local! {
+        // Parameter setup done once; each hash starts from a copy.
+        static BASE: blake2b_simd::State = blake2b_simd::Params::new().hash_length(32).to_state();
+    }
+    let mut state = BASE.with(Clone::clone);
+    for p in parts {
+        state.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(state.finalize().as_bytes());
+    out
+}
 
 /// Where a key sits in the tree: `BLAKE2b-256(key)`.
 pub fn key_path(key: &[u8]) -> Hash {
-    blake2b_256(&[key], None)
+    blake2b(&[key])
 }
 
 /// The hash a value is committed as: `BLAKE2b-256` of its stored bytes.
 pub fn value_hash(value: &[u8]) -> Hash {
-    blake2b_256(&[value], None)
+    blake2b(&[value])
 }
 
 fn leaf_hash(path: &Hash, value: &Hash) -> Hash {
-    blake2b_256(&[&[0u8], path, value], None)
+    blake2b(&[&[0u8], path, value])
 }
 
 fn internal_hash(left: &Hash, right: &Hash) -> Hash {
-    blake2b_256(&[&[1u8], left, right], None)
+    blake2b(&[&[1u8], left, right])
 }
 
 /// Bit `i` (0 = most significant of byte 0) of a path.
@@ -54,334 +79,298 @@ fn bit(path: &Hash, i: u16) -> bool {
     path[usize::from(i / 8)] & (0x80 >> (i % 8)) != 0
 }
 
-/// A node's place: its depth and the first `depth` bits of the paths below it (the other
-/// bits zero).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Location {
-    /// Distance from the root.
-    pub depth: u16,
-    /// The path prefix, zero past `depth` bits.
-    pub prefix: Hash,
+/// The bucket a path falls in: its first [`BUCKET_DEPTH`] bits.
+pub fn bucket_of(path: &Hash) -> u32 {
+    u32::from_be_bytes([0, path[0], path[1], path[2]]) >> (24 - BUCKET_DEPTH)
 }
 
-impl Location {
-    /// The root's place.
-    pub const ROOT: Location = Location {
-        depth: 0,
-        prefix: EMPTY,
+/// One key in a bucket: its path and its value's hash.
+pub type Leaf = (Hash, Hash);
+
+/// A subtree as its parent sees it: its hash and whether it holds no key, one key (its
+/// hash is then that key's leaf) or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// The subtree's hash.
+    pub hash: Hash,
+    /// 0, 1, or 2 for two or more keys.
+    pub count: u8,
+}
+
+impl Summary {
+    /// An empty subtree.
+    pub const EMPTY: Summary = Summary {
+        hash: EMPTY,
+        count: 0,
     };
 
-    /// The left (`false`) or right (`true`) child's place.
-    pub fn child(&self, right: bool) -> Location {
-        let mut prefix = self.prefix;
-        if right {
-            prefix[usize::from(self.depth / 8)] |= 0x80 >> (self.depth % 8);
-        }
-        Location {
-            depth: self.depth + 1,
-            prefix,
+    fn leaf(path: &Hash, value: &Hash) -> Summary {
+        Summary {
+            hash: leaf_hash(path, value),
+            count: 1,
         }
     }
 
-    /// Stored form: depth (u16 big-endian) and the prefix's significant bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let bytes = usize::from(self.depth).div_ceil(8);
-        let mut out = Vec::with_capacity(2 + bytes);
-        out.extend_from_slice(&self.depth.to_be_bytes());
-        out.extend_from_slice(&self.prefix[..bytes]);
-        out
-    }
-}
-
-/// A stored node (empty subtrees are not stored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Node {
-    /// The only key of its subtree.
-    Leaf {
-        /// The key's path.
-        path: Hash,
-        /// Its value's hash.
-        value: Hash,
-    },
-    /// A subtree of two or more keys.
-    Internal {
-        /// The left half's hash.
-        left: Hash,
-        /// The right half's hash.
-        right: Hash,
-    },
-}
-
-/// Why a stored node could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MerkleError {
-    /// A node's bytes are not a node.
-    #[error("state tree node at depth {depth} is corrupt: {why}")]
-    Corrupt {
-        /// Where.
-        depth: u16,
-        /// What is wrong.
-        why: &'static str,
-    },
-    /// An internal node names a child that is not stored.
-    #[error("state tree node at depth {0} is missing")]
-    Missing(u16),
-    /// Reading the store failed.
-    #[error("reading the state tree failed: {0}")]
-    Store(String),
-}
-
-impl Node {
-    /// The node's hash.
-    pub fn hash(&self) -> Hash {
-        match self {
-            Node::Leaf { path, value } => leaf_hash(path, value),
-            Node::Internal { left, right } => internal_hash(left, right),
+    /// The summary of a node over two halves (a lone leaf moves up).
+    fn combine(left: &Summary, right: &Summary) -> Summary {
+        match (left.count, right.count) {
+            (0, 0) => Summary::EMPTY,
+            (0, 1) => *right,
+            (1, 0) => *left,
+            _ => Summary {
+                hash: internal_hash(&left.hash, &right.hash),
+                count: 2,
+            },
         }
     }
 
-    /// Stored form: a tag byte (0 leaf, 1 internal) and two hashes.
-    pub fn encode(&self) -> [u8; 65] {
-        let mut out = [0u8; 65];
-        let (tag, a, b) = match self {
-            Node::Leaf { path, value } => (0, path, value),
-            Node::Internal { left, right } => (1, left, right),
-        };
-        out[0] = tag;
-        out[1..33].copy_from_slice(a);
-        out[33..].copy_from_slice(b);
+    /// Stored form: the count byte and the hash.
+    pub fn encode(&self) -> [u8; 33] {
+        let mut out = [0u8; 33];
+        out[0] = self.count;
+        out[1..].copy_from_slice(&self.hash);
         out
     }
 
-    /// Parses [`Node::encode`]'s output.
-    pub fn decode(bytes: &[u8], depth: u16) -> Result<Node, MerkleError> {
-        let corrupt = |why| MerkleError::Corrupt { depth, why };
-        if bytes.len() != 65 {
-            return Err(corrupt("wrong length"));
-        }
-        let mut a = [0u8; 32];
-        let mut b = [0u8; 32];
-        a.copy_from_slice(&bytes[1..33]);
-        b.copy_from_slice(&bytes[33..]);
-        match bytes[0] {
-            0 => Ok(Node::Leaf { path: a, value: b }),
-            1 => Ok(Node::Internal { left: a, right: b }),
-            _ => Err(corrupt("unknown tag")),
+    /// Parses [`Summary::encode`]'s output.
+    pub fn decode(bytes: &[u8]) -> Option<Summary> {
+        let (&count, hash) = bytes.split_first()?;
+        (count <= 2).then_some(())?;
+        Some(Summary {
+            count,
+            hash: hash.try_into().ok()?,
+        })
+    }
+}
+
+/// The summary of the subtree at `depth` holding `leaves` (sorted by path, distinct,
+/// sharing their first `depth` bits).
+pub fn subtree(depth: u16, leaves: &[Leaf]) -> Summary {
+    match leaves {
+        [] => Summary::EMPTY,
+        [(path, value)] => Summary::leaf(path, value),
+        _ if depth >= MAX_DEPTH => Summary::EMPTY, // unreachable: distinct paths
+        _ => {
+            let split = leaves.partition_point(|(p, _)| !bit(p, depth));
+            Summary::combine(
+                &subtree(depth + 1, &leaves[..split]),
+                &subtree(depth + 1, &leaves[split..]),
+            )
         }
     }
 }
 
-/// Where nodes are read from.
-pub trait NodeSource {
-    /// The node stored at `at`, if any.
-    fn node(&self, at: &Location) -> Result<Option<Node>, MerkleError>;
-}
-
-/// One half of an internal node during an update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Half {
-    /// Untouched: its hash.
-    Kept(Hash),
-    /// Updated: its new node.
-    New(Option<Node>),
-}
-
-impl Half {
-    fn is_empty(&self) -> bool {
-        match self {
-            Half::Kept(h) => *h == EMPTY,
-            Half::New(n) => n.is_none(),
-        }
-    }
-
-    fn hash(&self) -> Hash {
-        match self {
-            Half::Kept(h) => *h,
-            Half::New(n) => n.map_or(EMPTY, |n| n.hash()),
-        }
-    }
-}
-
-/// Node writes an update makes: `None` removes the node stored there.
-pub type NodeWrites = BTreeMap<Location, Option<Node>>;
-
-/// A source seen through pending writes (the writes win).
-struct Overlay<'a, S: ?Sized> {
-    base: &'a S,
-    writes: NodeWrites,
-}
-
-impl<S: NodeSource + ?Sized> Overlay<'_, S> {
-    fn node(&self, at: &Location) -> Result<Option<Node>, MerkleError> {
-        match self.writes.get(at) {
-            Some(n) => Ok(*n),
-            None => self.base.node(at),
-        }
-    }
-
-    /// The child at `at` whose hash its parent records as `hash`.
-    fn child(&self, at: &Location, hash: &Hash) -> Result<Option<Node>, MerkleError> {
-        if *hash == EMPTY {
-            return Ok(None);
-        }
-        match self.node(at)? {
-            Some(n) => Ok(Some(n)),
-            None => Err(MerkleError::Missing(at.depth)),
-        }
-    }
-
-    /// Applies `changes` (sorted by path, distinct, all under `at`) to the subtree at
-    /// `at`, whose current node is `current`; returns its new node and records the
-    /// writes of everything below and at `at`.
-    fn update(
-        &mut self,
-        at: Location,
-        current: Option<Node>,
-        changes: &[(Hash, Option<Hash>)],
-    ) -> Result<Option<Node>, MerkleError> {
-        if changes.is_empty() {
-            return Ok(current);
-        }
-        let result = match current {
-            None => {
-                let leaves: Vec<(Hash, Hash)> = changes
-                    .iter()
-                    .filter_map(|(p, v)| v.map(|v| (*p, v)))
-                    .collect();
-                self.build(at, &leaves)?
+#[cfg(test)]
+/// Applies `changes` (path → new value hash, `None` removes; sorted, distinct) to a
+/// bucket's sorted leaves.
+fn apply_changes(leaves: &[Leaf], changes: &[(Hash, Option<Hash>)]) -> Vec<Leaf> {
+    let mut out = Vec::with_capacity(leaves.len() + changes.len());
+    let (mut i, mut j) = (0, 0);
+    while i < leaves.len() || j < changes.len() {
+        match (leaves.get(i), changes.get(j)) {
+            (Some(l), Some(c)) if l.0 < c.0 => {
+                out.push(*l);
+                i += 1;
             }
-            Some(Node::Leaf { path, value }) => {
-                let mut leaves: Vec<(Hash, Hash)> = Vec::with_capacity(changes.len() + 1);
-                let mut placed = false;
-                for (p, v) in changes {
-                    if !placed && path < *p {
-                        leaves.push((path, value));
-                        placed = true;
-                    }
-                    if *p == path {
-                        placed = true;
-                    }
-                    if let Some(v) = v {
-                        leaves.push((*p, *v));
-                    }
+            (Some(l), Some(c)) if l.0 == c.0 => {
+                if let Some(v) = c.1 {
+                    out.push((c.0, v));
                 }
-                if !placed {
-                    leaves.push((path, value));
-                }
-                self.build(at, &leaves)?
+                i += 1;
+                j += 1;
             }
-            Some(Node::Internal { left, right }) => {
-                if at.depth >= MAX_DEPTH {
-                    return Err(MerkleError::Corrupt {
-                        depth: at.depth,
-                        why: "internal node below the deepest level",
-                    });
+            (_, Some(c)) => {
+                if let Some(v) = c.1 {
+                    out.push((c.0, v));
                 }
-                let split = changes.partition_point(|(p, _)| !bit(p, at.depth));
-                let (to_left, to_right) = changes.split_at(split);
-                // A half without changes keeps its hash; its node is read only if the
-                // other half empties (a lone leaf then moves up here).
-                let mut halves = [Half::Kept(left), Half::Kept(right)];
-                for (side, part) in [(false, to_left), (true, to_right)] {
-                    if !part.is_empty() {
-                        let child_at = at.child(side);
-                        let old = self.child(&child_at, &[left, right][usize::from(side)])?;
-                        halves[usize::from(side)] = Half::New(self.update(child_at, old, part)?);
-                    }
-                }
-                let empty = halves.map(|h| h.is_empty());
-                match empty {
-                    [true, true] => None,
-                    [false, false] => Some(Node::Internal {
-                        left: halves[0].hash(),
-                        right: halves[1].hash(),
-                    }),
-                    _ => {
-                        // One half is empty: a lone leaf in the other moves up here.
-                        let side = empty[0];
-                        let other_at = at.child(side);
-                        let other = match halves[usize::from(side)] {
-                            Half::New(node) => node,
-                            Half::Kept(hash) => self.child(&other_at, &hash)?,
-                        };
-                        match other {
-                            Some(leaf @ Node::Leaf { .. }) => {
-                                self.writes.insert(other_at, None);
-                                Some(leaf)
-                            }
-                            _ => Some(Node::Internal {
-                                left: halves[0].hash(),
-                                right: halves[1].hash(),
-                            }),
-                        }
-                    }
-                }
+                j += 1;
             }
-        };
-        if result != current {
-            self.writes.insert(at, result);
+            (Some(l), None) => {
+                out.push(*l);
+                i += 1;
+            }
+            (None, None) => break,
         }
-        Ok(result)
+    }
+    out
+}
+
+#[cfg(test)]
+/// A bucket's stored form: its leaves, 64 bytes each, in path order.
+fn encode_bucket(leaves: &[Leaf]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * leaves.len());
+    for (path, value) in leaves {
+        out.extend_from_slice(path);
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+#[cfg(test)]
+/// Parses [`encode_bucket`]'s output; `None` unless it is whole leaves of `bucket` in
+/// strictly increasing path order.
+fn decode_bucket(bucket: u32, bytes: &[u8]) -> Option<Vec<Leaf>> {
+    if bytes.len() % 64 != 0 {
+        return None;
+    }
+    let mut out: Vec<Leaf> = Vec::with_capacity(bytes.len() / 64);
+    for chunk in bytes.chunks_exact(64) {
+        let (p, v) = chunk.split_at(32);
+        let path: Hash = p.try_into().ok()?;
+        if bucket_of(&path) != bucket || out.last().is_some_and(|(last, _)| *last >= path) {
+            return None;
+        }
+        out.push((path, v.try_into().ok()?));
+    }
+    Some(out)
+}
+
+/// The levels above the buckets, in memory: a complete binary tree of summaries, the
+/// buckets' at its bottom. Small trees keep only their non-empty nodes in a map; past
+/// [`DENSE_AFTER`] non-empty nodes the tree moves to two flat arrays (at most 17 MB,
+/// allocated zeroed so that pages above empty buckets are never touched).
+#[derive(Clone)]
+pub struct TopTree {
+    nodes: Nodes,
+}
+
+#[derive(Clone)]
+enum Nodes {
+    /// Non-empty nodes by slot.
+    Sparse(std::collections::HashMap<usize, Summary>),
+    /// Every node by slot: `(hashes, counts)`.
+    Dense(Vec<Hash>, Vec<u8>),
+}
+
+/// Non-empty nodes a sparse tree holds before it turns dense.
+const DENSE_AFTER: usize = 1 << 16;
+
+impl std::fmt::Debug for TopTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TopTree({})", hex::encode(self.root()))
+    }
+}
+
+impl Default for TopTree {
+    fn default() -> Self {
+        TopTree {
+            nodes: Nodes::Sparse(std::collections::HashMap::new()),
+        }
+    }
+}
+
+/// Node `(depth, index)`'s slot: `(1 << depth) - 1 + index`.
+fn slot(depth: u16, index: usize) -> usize {
+    (1usize << depth) - 1 + index
+}
+
+impl TopTree {
+    /// A tree over the given bucket summaries (the others empty).
+    pub fn load(buckets: impl IntoIterator<Item = (u32, Summary)>) -> TopTree {
+        let mut tree = TopTree::default();
+        tree.set_buckets(&buckets.into_iter().collect());
+        tree
     }
 
-    /// A fresh subtree at `at` over `leaves` (sorted, distinct): records the nodes below
-    /// `at` and returns the one for `at`.
-    fn build(
-        &mut self,
-        at: Location,
-        leaves: &[(Hash, Hash)],
-    ) -> Result<Option<Node>, MerkleError> {
-        match leaves {
-            [] => Ok(None),
-            [(path, value)] => Ok(Some(Node::Leaf {
-                path: *path,
-                value: *value,
-            })),
-            _ => {
-                if at.depth >= MAX_DEPTH {
-                    return Err(MerkleError::Corrupt {
-                        depth: at.depth,
-                        why: "two keys share a path",
-                    });
+    /// The root hash.
+    pub fn root(&self) -> Hash {
+        self.node(0, 0).hash
+    }
+
+    /// The summary of node `index` at `depth` (at most [`BUCKET_DEPTH`]).
+    pub fn node(&self, depth: u16, index: usize) -> Summary {
+        let at = slot(depth, index);
+        match &self.nodes {
+            Nodes::Sparse(map) => map.get(&at).copied().unwrap_or(Summary::EMPTY),
+            Nodes::Dense(hashes, counts) => Summary {
+                hash: hashes[at],
+                count: counts[at],
+            },
+        }
+    }
+
+    fn set(&mut self, depth: u16, index: usize, s: Summary) {
+        let at = slot(depth, index);
+        match &mut self.nodes {
+            Nodes::Sparse(map) => {
+                if s.count == 0 {
+                    map.remove(&at);
+                } else {
+                    map.insert(at, s);
                 }
-                let split = leaves.partition_point(|(p, _)| !bit(p, at.depth));
-                let mut hashes = [EMPTY; 2];
-                for (side, part) in [(false, &leaves[..split]), (true, &leaves[split..])] {
-                    let child_at = at.child(side);
-                    if let Some(node) = self.build(child_at, part)? {
-                        self.writes.insert(child_at, Some(node));
-                        hashes[usize::from(side)] = node.hash();
+                if map.len() > DENSE_AFTER {
+                    let mut hashes = vec![EMPTY; (BUCKETS << 1) - 1];
+                    let mut counts = vec![0u8; (BUCKETS << 1) - 1];
+                    for (at, s) in map.drain() {
+                        hashes[at] = s.hash;
+                        counts[at] = s.count;
                     }
+                    self.nodes = Nodes::Dense(hashes, counts);
                 }
-                Ok(Some(Node::Internal {
-                    left: hashes[0],
-                    right: hashes[1],
-                }))
+            }
+            Nodes::Dense(hashes, counts) => {
+                // Leave untouched (unallocated) pages alone when nothing changes.
+                if counts[at] != s.count || hashes[at] != s.hash {
+                    hashes[at] = s.hash;
+                    counts[at] = s.count;
+                }
             }
         }
     }
-}
 
-/// Applies `changes` (path → new value hash, `None` removes the key) to the tree stored
-/// in `source`; returns the new root and the node writes that make it.
-pub fn update<S: NodeSource + ?Sized>(
-    source: &S,
-    changes: &BTreeMap<Hash, Option<Hash>>,
-) -> Result<(Hash, NodeWrites), MerkleError> {
-    let mut overlay = Overlay {
-        base: source,
-        writes: NodeWrites::new(),
-    };
-    let changes: Vec<(Hash, Option<Hash>)> = changes.iter().map(|(p, v)| (*p, *v)).collect();
-    let current = overlay.node(&Location::ROOT)?;
-    let root = overlay.update(Location::ROOT, current, &changes)?;
-    Ok((root.map_or(EMPTY, |n| n.hash()), overlay.writes))
-}
+    /// A bucket's summary.
+    pub fn bucket(&self, b: u32) -> Summary {
+        self.node(BUCKET_DEPTH, b as usize)
+    }
 
-/// The root hash of the tree stored in `source`.
-pub fn root<S: NodeSource + ?Sized>(source: &S) -> Result<Hash, MerkleError> {
-    Ok(source.node(&Location::ROOT)?.map_or(EMPTY, |n| n.hash()))
+    /// Sets bucket summaries and re-hashes the nodes above them.
+    pub fn set_buckets(&mut self, changes: &BTreeMap<u32, Summary>) {
+        let mut dirty: Vec<usize> = Vec::with_capacity(changes.len());
+        for (b, s) in changes {
+            self.set(BUCKET_DEPTH, *b as usize, *s);
+            dirty.push(*b as usize);
+        }
+        for depth in (0..BUCKET_DEPTH).rev() {
+            for index in dirty.iter_mut() {
+                *index /= 2;
+            }
+            dirty.dedup();
+            for &index in &dirty {
+                let s = Summary::combine(
+                    &self.node(depth + 1, 2 * index),
+                    &self.node(depth + 1, 2 * index + 1),
+                );
+                self.set(depth, index, s);
+            }
+        }
+    }
+
+    /// The root the tree would have with `changes` (nothing changes).
+    pub fn root_with(&self, changes: &BTreeMap<u32, Summary>) -> Hash {
+        let mut level: BTreeMap<usize, Summary> =
+            changes.iter().map(|(b, s)| (*b as usize, *s)).collect();
+        for depth in (0..BUCKET_DEPTH).rev() {
+            let mut up = BTreeMap::new();
+            for &index in level.keys() {
+                let parent = index / 2;
+                if up.contains_key(&parent) {
+                    continue;
+                }
+                let child = |i: usize| {
+                    level
+                        .get(&i)
+                        .copied()
+                        .unwrap_or_else(|| self.node(depth + 1, i))
+                };
+                up.insert(
+                    parent,
+                    Summary::combine(&child(2 * parent), &child(2 * parent + 1)),
+                );
+            }
+            level = up;
+        }
+        level.get(&0).map_or(self.root(), |s| s.hash)
+    }
 }
 
 /// Where a key's path ends in the tree.
@@ -470,45 +459,91 @@ impl Proof {
     }
 }
 
-/// The proof for the key at `path` in the tree stored in `source`.
-pub fn prove<S: NodeSource + ?Sized>(source: &S, path: &Hash) -> Result<Proof, MerkleError> {
+/// The proof for the key at `path`: the top levels from `top`, the rest from the bucket
+/// `read_bucket` returns (its sorted leaves), read only if the path goes that deep.
+pub fn prove<E>(
+    top: &TopTree,
+    path: &Hash,
+    read_bucket: impl FnOnce(u32) -> Result<Vec<Leaf>, E>,
+) -> Result<Proof, E> {
     let mut siblings = Vec::new();
-    let mut at = Location::ROOT;
-    let mut node = source.node(&at)?;
+    let mut depth = 0u16;
+    let mut index = 0usize;
     loop {
-        match node {
-            None => {
+        let here = top.node(depth, index);
+        match here.count {
+            0 => {
                 return Ok(Proof {
                     siblings,
                     terminal: Terminal::Empty,
                 })
             }
-            Some(Node::Leaf { path, value }) => {
+            1 => {
+                // A lone key: follow the non-empty side down to its bucket.
+                while depth < BUCKET_DEPTH {
+                    depth += 1;
+                    index *= 2;
+                    if top.node(depth, index).count == 0 {
+                        index += 1;
+                    }
+                }
+                let leaves = read_bucket(index as u32)?;
                 return Ok(Proof {
                     siblings,
-                    terminal: Terminal::Leaf { path, value },
+                    terminal: match leaves.first() {
+                        Some((path, value)) => Terminal::Leaf {
+                            path: *path,
+                            value: *value,
+                        },
+                        None => Terminal::Empty,
+                    },
+                });
+            }
+            _ if depth == BUCKET_DEPTH => break,
+            _ => {
+                let right = bit(path, depth);
+                siblings.push(top.node(depth + 1, 2 * index + usize::from(!right)).hash);
+                index = 2 * index + usize::from(right);
+                depth += 1;
+            }
+        }
+    }
+    let leaves = read_bucket(index as u32)?;
+    let mut part: &[Leaf] = &leaves;
+    loop {
+        match part {
+            [] => {
+                return Ok(Proof {
+                    siblings,
+                    terminal: Terminal::Empty,
                 })
             }
-            Some(Node::Internal { left, right }) => {
-                if at.depth >= MAX_DEPTH {
-                    return Err(MerkleError::Corrupt {
-                        depth: at.depth,
-                        why: "internal node below the deepest level",
-                    });
-                }
-                let go_right = bit(path, at.depth);
-                let (next, sibling) = if go_right {
+            [(p, v)] => {
+                return Ok(Proof {
+                    siblings,
+                    terminal: Terminal::Leaf {
+                        path: *p,
+                        value: *v,
+                    },
+                })
+            }
+            _ if depth >= MAX_DEPTH => {
+                return Ok(Proof {
+                    siblings,
+                    terminal: Terminal::Empty,
+                })
+            }
+            _ => {
+                let split = part.partition_point(|(p, _)| !bit(p, depth));
+                let (left, right) = part.split_at(split);
+                let (ours, other) = if bit(path, depth) {
                     (right, left)
                 } else {
                     (left, right)
                 };
-                siblings.push(sibling);
-                at = at.child(go_right);
-                node = if next == EMPTY {
-                    None
-                } else {
-                    Some(source.node(&at)?.ok_or(MerkleError::Missing(at.depth))?)
-                };
+                siblings.push(subtree(depth + 1, other).hash);
+                part = ours;
+                depth += 1;
             }
         }
     }
@@ -563,34 +598,46 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
+    /// A state kept as the store keeps it: buckets of leaves and the top tree.
     #[derive(Default)]
-    struct Mem(HashMap<Location, Node>);
-
-    impl NodeSource for Mem {
-        fn node(&self, at: &Location) -> Result<Option<Node>, MerkleError> {
-            Ok(self.0.get(at).copied())
-        }
+    struct Mem {
+        buckets: BTreeMap<u32, Vec<Leaf>>,
+        top: TopTree,
     }
 
     impl Mem {
         fn apply(&mut self, changes: &BTreeMap<Hash, Option<Hash>>) -> Hash {
-            let (root, writes) = update(self, changes).unwrap();
-            for (at, node) in writes {
-                match node {
-                    Some(n) => self.0.insert(at, n),
-                    None => self.0.remove(&at),
-                };
+            let mut by_bucket: BTreeMap<u32, Vec<(Hash, Option<Hash>)>> = BTreeMap::new();
+            for (p, v) in changes {
+                by_bucket.entry(bucket_of(p)).or_default().push((*p, *v));
             }
-            assert_eq!(super::root(self).unwrap(), root);
-            root
+            let mut summaries = BTreeMap::new();
+            for (b, ch) in by_bucket {
+                let old = self.buckets.remove(&b).unwrap_or_default();
+                let new = apply_changes(&old, &ch);
+                summaries.insert(b, subtree(BUCKET_DEPTH, &new));
+                if !new.is_empty() {
+                    self.buckets.insert(b, new);
+                }
+            }
+            let predicted = self.top.root_with(&summaries);
+            self.top.set_buckets(&summaries);
+            assert_eq!(predicted, self.top.root());
+            self.top.root()
+        }
+
+        fn prove(&self, path: &Hash) -> Proof {
+            prove::<()>(&self.top, path, |b| {
+                Ok(self.buckets.get(&b).cloned().unwrap_or_default())
+            })
+            .unwrap()
         }
     }
 
-    /// The root computed from scratch, by the definition.
     fn reference_root(leaves: &BTreeMap<Hash, Hash>) -> Hash {
-        fn sub(depth: u16, leaves: &[(Hash, Hash)]) -> Hash {
+        let v: Vec<Leaf> = leaves.iter().map(|(p, v)| (*p, *v)).collect();
+        fn sub(depth: u16, leaves: &[Leaf]) -> Hash {
             match leaves {
                 [] => EMPTY,
                 [(p, v)] => leaf_hash(p, v),
@@ -603,7 +650,6 @@ mod tests {
                 }
             }
         }
-        let v: Vec<(Hash, Hash)> = leaves.iter().map(|(p, v)| (*p, *v)).collect();
         sub(0, &v)
     }
 
@@ -621,16 +667,31 @@ mod tests {
         format!("app/k{n}").into_bytes()
     }
 
+    /// A path in bucket 0x1234 · 0b01 with the given tail, to crowd one bucket.
+    fn crowded(n: u8) -> Hash {
+        let mut p = key_path(&[n]);
+        p[0] = 0x12;
+        p[1] = 0x34;
+        p[2] = 0x40 | (p[2] & 0x3f);
+        p
+    }
+
+    const CROWDED: u32 = (0x1234 << 2) | 1;
+
     #[test]
-    fn incremental_updates_match_the_definition_and_leave_no_stale_nodes() {
+    fn incremental_updates_match_the_definition() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for round in 0..40 {
+        for round in 0..30 {
             let mut tree = Mem::default();
             let mut model: BTreeMap<Hash, Hash> = BTreeMap::new();
             for _ in 0..30 {
                 let mut changes = BTreeMap::new();
                 for _ in 0..(rng.next() % 12) {
-                    let path = key_path(&key(rng.next() % 64));
+                    let path = if rng.next() % 3 == 0 {
+                        crowded((rng.next() % 16) as u8)
+                    } else {
+                        key_path(&key(rng.next() % 64))
+                    };
                     let value =
                         (rng.next() % 3 != 0).then(|| value_hash(&rng.next().to_le_bytes()));
                     changes.insert(path, value);
@@ -641,18 +702,44 @@ mod tests {
                         None => model.remove(p),
                     };
                 }
-                let root = tree.apply(&changes);
-                assert_eq!(root, reference_root(&model), "round {round}");
-                // Exactly one stored leaf per key, and internal nodes only above two keys.
-                let leaves = tree
-                    .0
-                    .values()
-                    .filter(|n| matches!(n, Node::Leaf { .. }))
-                    .count();
-                assert_eq!(leaves, model.len());
-                assert!(model.len() < 2 || tree.0.len() >= 2 * model.len() - 1);
+                assert_eq!(
+                    tree.apply(&changes),
+                    reference_root(&model),
+                    "round {round}"
+                );
+                let held: usize = tree.buckets.values().map(Vec::len).sum();
+                assert_eq!(held, model.len());
             }
+            // Reloading the top tree from the bucket summaries gives the same root, sparse
+            // or dense.
+            let reloaded = TopTree::load(
+                tree.buckets
+                    .iter()
+                    .map(|(b, l)| (*b, subtree(BUCKET_DEPTH, l))),
+            );
+            assert_eq!(reloaded.root(), tree.top.root());
         }
+    }
+
+    #[test]
+    fn a_tree_turning_dense_keeps_its_root() {
+        let mut tree = Mem::default();
+        let mut model = BTreeMap::new();
+        // Enough buckets for more than DENSE_AFTER non-empty nodes.
+        for n in 0..12_000u64 {
+            let p = key_path(&key(n));
+            model.insert(p, value_hash(&n.to_le_bytes()));
+        }
+        let changes = model.iter().map(|(p, v)| (*p, Some(*v))).collect();
+        let root = tree.apply(&changes);
+        assert!(matches!(tree.top.nodes, Nodes::Dense(..)));
+        assert_eq!(root, reference_root(&model));
+        let some: BTreeMap<Hash, Option<Hash>> =
+            model.keys().take(5000).map(|p| (*p, None)).collect();
+        for p in some.keys() {
+            model.remove(p);
+        }
+        assert_eq!(tree.apply(&some), reference_root(&model));
     }
 
     #[test]
@@ -668,67 +755,78 @@ mod tests {
             .rev()
             .map(|k| (*k, Some(value_hash(k))))
             .collect();
-        let root_b = b.apply(&all);
-        assert_eq!(root(&a).unwrap(), root_b);
-        assert_eq!(a.0, b.0);
-        // Removing everything again gives the empty tree.
+        assert_eq!(b.apply(&all), a.top.root());
         let none: BTreeMap<Hash, Option<Hash>> = keys.iter().map(|k| (*k, None)).collect();
         assert_eq!(a.apply(&none), EMPTY);
-        assert!(a.0.is_empty());
+        assert!(a.buckets.is_empty());
     }
 
     #[test]
     fn proofs_of_values_and_absences_verify_and_wrong_claims_do_not() {
-        let mut tree = Mem::default();
-        let mut changes = BTreeMap::new();
-        for n in 0..300u64 {
-            changes.insert(key_path(&key(n)), Some(value_hash(&n.to_le_bytes())));
-        }
-        let root = tree.apply(&changes);
-        for n in 0..300u64 {
-            let k = key(n);
-            let proof = prove(&tree, &key_path(&k)).unwrap();
-            verify(&root, &k, Some(&n.to_le_bytes()), &proof).unwrap();
-            assert_eq!(
-                verify(&root, &k, Some(b"other"), &proof),
-                Err(ProofError::WrongValue)
-            );
-            assert_eq!(verify(&root, &k, None, &proof), Err(ProofError::Present));
-            let mut bent = proof.clone();
-            if let Some(s) = bent.siblings.first_mut() {
-                s[0] ^= 1;
+        for crowd in [false, true] {
+            let mut tree = Mem::default();
+            let mut changes = BTreeMap::new();
+            let mut keys = Vec::new();
+            for n in 0..300u64 {
+                let k = key(n);
+                changes.insert(key_path(&k), Some(value_hash(&n.to_le_bytes())));
+                keys.push(k);
+            }
+            if crowd {
+                for n in 0..20u8 {
+                    changes.insert(crowded(n), Some(value_hash(&[n])));
+                }
+            }
+            let root = tree.apply(&changes);
+            for (n, k) in keys.iter().enumerate() {
+                let value = (n as u64).to_le_bytes();
+                let proof = tree.prove(&key_path(k));
+                verify(&root, k, Some(&value), &proof).unwrap();
                 assert_eq!(
-                    verify(&root, &k, Some(&n.to_le_bytes()), &bent),
-                    Err(ProofError::RootMismatch)
+                    verify(&root, k, Some(b"other"), &proof),
+                    Err(ProofError::WrongValue)
+                );
+                assert_eq!(verify(&root, k, None, &proof), Err(ProofError::Present));
+                let mut bent = proof.clone();
+                if let Some(s) = bent.siblings.first_mut() {
+                    s[0] ^= 1;
+                    assert_eq!(
+                        verify(&root, k, Some(&value), &bent),
+                        Err(ProofError::RootMismatch)
+                    );
+                }
+            }
+            let mut kinds = (0, 0);
+            for n in 300..700u64 {
+                let k = key(n);
+                let proof = tree.prove(&key_path(&k));
+                match proof.terminal {
+                    Terminal::Empty => kinds.0 += 1,
+                    Terminal::Leaf { .. } => kinds.1 += 1,
+                }
+                verify(&root, &k, None, &proof).unwrap();
+                assert_eq!(
+                    verify(&root, &k, Some(b"x"), &proof),
+                    Err(ProofError::WrongValue)
                 );
             }
-        }
-        let mut kinds = (0, 0);
-        for n in 300..600u64 {
-            let k = key(n);
-            let proof = prove(&tree, &key_path(&k)).unwrap();
-            match proof.terminal {
-                Terminal::Empty => kinds.0 += 1,
-                Terminal::Leaf { .. } => kinds.1 += 1,
-            }
-            verify(&root, &k, None, &proof).unwrap();
-            assert_eq!(
-                verify(&root, &k, Some(b"x"), &proof),
-                Err(ProofError::WrongValue)
+            assert!(
+                kinds.0 > 0 && kinds.1 > 0,
+                "both kinds of absence: {kinds:?}"
             );
-            // Another key's absence proof does not prove this one absent.
-            let other = prove(&tree, &key_path(&key(n + 1000))).unwrap();
-            if other != proof {
-                assert!(verify(&root, &k, None, &other).is_err());
-            }
         }
-        assert!(
-            kinds.0 > 0 && kinds.1 > 0,
-            "both kinds of absence: {kinds:?}"
-        );
-        // The empty tree: every key is absent with an empty proof.
+        // A tiny tree: the lone key's leaf is the root; another key's proof ends there.
+        let mut tiny = Mem::default();
+        let root = tiny.apply(&BTreeMap::from([(
+            key_path(b"only"),
+            Some(value_hash(b"1")),
+        )]));
+        let proof = tiny.prove(&key_path(b"only"));
+        assert!(proof.siblings.is_empty());
+        verify(&root, b"only", Some(b"1"), &proof).unwrap();
+        verify(&root, b"other", None, &tiny.prove(&key_path(b"other"))).unwrap();
         let empty = Mem::default();
-        let proof = prove(&empty, &key_path(b"x")).unwrap();
+        let proof = empty.prove(&key_path(b"x"));
         assert_eq!(
             proof,
             Proof {
@@ -740,31 +838,37 @@ mod tests {
     }
 
     #[test]
-    fn locations_encode_their_significant_bits() {
-        let root = Location::ROOT;
-        assert_eq!(root.encode(), vec![0, 0]);
-        let right = root.child(true);
-        assert_eq!(right.encode(), vec![0, 1, 0x80]);
-        let right_left = right.child(false);
-        assert_eq!(right_left.encode(), vec![0, 2, 0x80]);
-        let deep = (0..9).fold(root, |l, _| l.child(true));
-        assert_eq!(deep.encode(), vec![0, 9, 0xff, 0x80]);
+    fn buckets_and_summaries_round_trip_and_bad_bytes_are_refused() {
+        let mut leaves: Vec<Leaf> = (0..5u8).map(|n| (crowded(n), [n; 32])).collect();
+        leaves.sort();
+        let bytes = encode_bucket(&leaves);
+        assert_eq!(decode_bucket(CROWDED, &bytes), Some(leaves.clone()));
         assert_eq!(
-            Node::decode(
-                &Node::Internal {
-                    left: [1; 32],
-                    right: [2; 32]
-                }
-                .encode(),
-                3
-            )
-            .unwrap(),
-            Node::Internal {
-                left: [1; 32],
-                right: [2; 32]
-            }
+            decode_bucket(CROWDED + 1, &bytes),
+            None,
+            "another bucket's leaves"
         );
-        assert!(Node::decode(&[7; 65], 3).is_err());
-        assert!(Node::decode(&[0; 64], 3).is_err());
+        assert_eq!(decode_bucket(CROWDED, &bytes[..63]), None);
+        let mut unsorted = leaves.clone();
+        unsorted.swap(0, 1);
+        assert_eq!(decode_bucket(CROWDED, &encode_bucket(&unsorted)), None);
+        assert!(leaves.iter().all(|(p, _)| bucket_of(p) == CROWDED));
+        let s = subtree(BUCKET_DEPTH, &leaves);
+        assert_eq!(Summary::decode(&s.encode()), Some(s));
+        assert_eq!(Summary::decode(&[3; 33]), None);
+        assert_eq!(Summary::decode(&[1; 32]), None);
+    }
+
+    #[test]
+    fn blake2b_simd_hashes_as_libsodium_does() {
+        let data = b"intercom state";
+        assert_eq!(
+            blake2b(&[data]),
+            intercom_crypto::blake2b_256(&[data], None)
+        );
+        assert_eq!(
+            leaf_hash(&[1; 32], &[2; 32]),
+            intercom_crypto::blake2b_256(&[&[0], &[1; 32], &[2; 32]], None)
+        );
     }
 }

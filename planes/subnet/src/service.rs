@@ -45,6 +45,8 @@ const MAX_APPEND_BATCH: usize = crate::entry::MAX_BODIES as usize - 1;
 /// The protomux protocol joiners send their signed join requests on (channel id: the
 /// subnet's swarm topic). One message type, 0: `{writer, author, signature}` in hex.
 pub const JOIN_PROTOCOL: &str = "intercom/subnet-join";
+/// New operations of other logs the sequencer names in one entry (so in one batch).
+const BATCH_OPERATIONS: usize = 4096;
 /// Join requests the bootstrap keeps while automatic joins are off.
 const MAX_JOIN_REQUESTS: usize = 1024;
 /// First wait before reopening a log's replication that ended on a live connection.
@@ -161,6 +163,8 @@ pub struct SubnetInfo {
     pub unconfirmed_length: u64,
     /// Entries held but waiting for what they depend on.
     pub waiting: u64,
+    /// Operations read from the logs and held in memory until applied.
+    pub held_operations: usize,
     /// Every followed log and its held length.
     pub logs: Vec<(String, u64)>,
     /// The confirmed state root.
@@ -175,6 +179,10 @@ pub struct SubnetInfo {
     pub auto_add_writers: bool,
     /// The contract's name.
     pub contract: String,
+    /// Our author's state quota.
+    pub quota: crate::apply::Quota,
+    /// What our author's operations hold.
+    pub usage: crate::apply::Quota,
 }
 
 impl SubnetInfo {
@@ -193,6 +201,7 @@ impl SubnetInfo {
             "confirmedLength": self.confirmed_length,
             "unconfirmedLength": self.unconfirmed_length,
             "waiting": self.waiting,
+            "heldOperations": self.held_operations,
             "logs": self.logs.iter().map(|(k, n)| json!({"key": k, "length": n})).collect::<Vec<_>>(),
             "stateRoot": hex::encode(self.state_root),
             "connections": self.connections,
@@ -200,6 +209,8 @@ impl SubnetInfo {
             "transactionsEnabled": self.transactions_enabled,
             "autoAddWriters": self.auto_add_writers,
             "contract": self.contract,
+            "quota": {"keys": self.quota.keys, "bytes": self.quota.bytes},
+            "usage": {"keys": self.usage.keys, "bytes": self.usage.bytes},
         })
     }
 }
@@ -347,37 +358,60 @@ fn replica_config() -> ReplicaConfig {
 /// Blocks read from one log per [`ingest`] call: bounds what a peer catching up on a
 /// long history holds in memory before the engine applies it.
 const INGEST_CHUNK: u64 = 4096;
+/// Bytes of blocks read per [`ingest`] call, all logs together.
+const INGEST_BYTES: usize = 8 << 20;
+/// Operations held in read but unapplied entries above which, of the logs that are not
+/// indexers', only what the sequencer's entries name is read: a peer that applies slower
+/// than writers write keeps the backlog in the logs, not in memory.
+const HELD_OPERATIONS: usize = 16_384;
 
-/// Feeds new contiguous blocks of `logs` into `engine` (at most [`INGEST_CHUNK`] per log
-/// per round, rounds repeated while some log made progress and at most
-/// `max_rounds`); returns how many.
-fn ingest(engine: &mut Engine, logs: &HashMap<Key, SharedReplica>, max_rounds: usize) -> usize {
+/// Feeds new contiguous blocks of `logs` into `engine`, at most [`INGEST_CHUNK`] blocks
+/// per log and [`INGEST_BYTES`] in all (and, with [`HELD_OPERATIONS`] held, only what
+/// the sequencer's newest entry names); returns how many blocks, and whether any log has
+/// contiguous blocks left unread.
+fn ingest(engine: &mut Engine, logs: &HashMap<Key, SharedReplica>) -> (usize, bool) {
     let mut fed = 0;
-    for _ in 0..max_rounds {
-        let mut progress = false;
-        for (key, replica) in logs {
-            let from = engine.linearizer().pushed(key);
-            let blocks: Vec<Vec<u8>> = replica.with(|r| {
-                let log = r.log();
-                let end = log.contiguous_length().min(from + INGEST_CHUNK);
-                (from..end)
-                    .map_while(|i| log.get(i).ok().flatten())
-                    .collect()
-            });
-            for (i, block) in blocks.iter().enumerate() {
-                if let Err(e) = engine.push(key, from + i as u64, block) {
-                    tracing::warn!(writer = %hex::encode(key), error = %e, "subnet entry not taken");
+    let mut bytes = 0usize;
+    let mut left = false;
+    // Indexers' logs are always read: their acknowledgements confirm the batches.
+    let named: Option<HashMap<Key, u64>> = (engine.held_operations() >= HELD_OPERATIONS)
+        .then(|| engine.linearizer().bootstrap_clock().into_iter().collect());
+    let indexers = engine.members().indexers(&engine.config().bootstrap);
+    for (key, replica) in logs {
+        let from = engine.linearizer().pushed(key);
+        let limit = match &named {
+            Some(named) if !indexers.contains(key) => named.get(key).copied().unwrap_or(0),
+            _ => u64::MAX,
+        };
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        let contiguous = replica.with(|r| {
+            let log = r.log();
+            let contiguous = log.contiguous_length();
+            let end = contiguous.min(limit).min(from + INGEST_CHUNK);
+            for i in from..end {
+                if bytes >= INGEST_BYTES {
                     break;
                 }
-                fed += 1;
-                progress = true;
+                match log.get(i) {
+                    Ok(Some(block)) => {
+                        bytes += block.len();
+                        blocks.push(block);
+                    }
+                    _ => break,
+                }
             }
-        }
-        if !progress {
-            break;
+            contiguous
+        });
+        left |= from + (blocks.len() as u64) < contiguous;
+        for (i, block) in blocks.iter().enumerate() {
+            if let Err(e) = engine.push(key, from + i as u64, block) {
+                tracing::warn!(writer = %hex::encode(key), error = %e, "subnet entry not taken");
+                break;
+            }
+            fed += 1;
         }
     }
-    fed
+    (fed, left)
 }
 
 /// Applies every log held in `kv` from scratch (no network): the `subnet rebuild`
@@ -399,9 +433,9 @@ pub fn rebuild(kv: Arc<dyn KvStore>, config: EngineConfig) -> Result<Engine, Sub
             );
             opened = true;
         }
-        let fed = ingest(&mut engine, &logs, 1);
+        let (fed, _) = ingest(&mut engine, &logs);
         let step = engine.step()?;
-        if fed == 0 && !opened && step.applied.is_empty() {
+        if fed == 0 && !opened && !step.more && step.applied.is_empty() {
             return Ok(engine);
         }
     }
@@ -637,27 +671,28 @@ impl Service {
     /// Takes in new blocks of every log, applies what got confirmed (persisting it and
     /// publishing events) and follows newly known writer logs.
     fn apply_new(&mut self) {
-        loop {
-            let fed = ingest(&mut self.engine, &self.logs, 4);
-            let step = match self.engine.step() {
-                Ok(step) => step,
-                Err(e) => {
-                    if !self.failed {
-                        tracing::error!(error = %e, "the subnet stopped applying entries; restart the peer");
-                        self.failed = true;
-                    }
-                    return;
+        let (_, left) = ingest(&mut self.engine, &self.logs);
+        let step = match self.engine.step() {
+            Ok(step) => step,
+            Err(e) => {
+                if !self.failed {
+                    tracing::error!(error = %e, "the subnet stopped applying entries; restart the peer");
+                    self.failed = true;
                 }
-            };
-            if !step.applied.is_empty() {
-                self.publish_step(step);
-            }
-            self.update_follows();
-            // A long backlog (a restart, a peer catching up) is applied in chunks, so
-            // memory holds one chunk of entries at a time.
-            if (fed as u64) < INGEST_CHUNK {
                 return;
             }
+        };
+        // Blocks left unread are read at once unless enough is held already (then applying
+        // it, on the next log change or acknowledgement, makes room).
+        let more = step.more || (left && self.engine.held_operations() < HELD_OPERATIONS);
+        if !step.applied.is_empty() {
+            self.publish_step(step);
+        }
+        self.update_follows();
+        // A backlog (a restart, a peer catching up) is applied a bounded step at a time,
+        // with commands and other wake-ups served in between.
+        if more {
+            let _ = self.poke_tx.try_send(());
         }
     }
 
@@ -865,6 +900,7 @@ impl Service {
         let root = self.engine.root();
         let lin = self.engine.linearizer();
         let members = Members(self.engine.state());
+        let address = hex::encode(self.config.identity.public_key);
         let mut writers = vec![hex::encode(bootstrap)];
         writers.extend(writers_of(self.engine.state()).iter().map(hex::encode));
         SubnetInfo {
@@ -884,6 +920,7 @@ impl Service {
             confirmed_length: lin.confirmed_len(),
             unconfirmed_length: lin.unconfirmed_len(),
             waiting: lin.waiting(),
+            held_operations: self.engine.held_operations(),
             logs: self
                 .logs
                 .iter()
@@ -905,6 +942,8 @@ impl Service {
             transactions_enabled: members.transactions_enabled(),
             auto_add_writers: members.auto_add_writers(),
             contract: self.config.contract.name().to_owned(),
+            quota: members.quota(&address),
+            usage: members.usage(&address),
         }
     }
 
@@ -1229,10 +1268,16 @@ impl Service {
     }
 
     /// Lengths of member logs we have seen and not declared yet.
+    ///
+    /// The sequencer names at most about [`BATCH_OPERATIONS`] new operations per entry
+    /// (at least one entry of one log, so it always progresses): each of its entries closes
+    /// a batch of what it names, and every peer applies a batch in one step, so this bounds
+    /// what a peer holds while applying. What it leaves out it names in its next entry.
     fn new_heads(&self) -> Vec<(Key, u64)> {
         let members = Members(self.engine.state());
         let bootstrap = self.config.bootstrap;
-        self.engine
+        let mut heads: Vec<(Key, u64)> = self
+            .engine
             .linearizer()
             .ready_lengths()
             .into_iter()
@@ -1241,7 +1286,28 @@ impl Service {
                     && *n > self.declared.get(k).copied().unwrap_or(0)
                     && members.is_writer(&bootstrap, k)
             })
-            .collect()
+            .collect();
+        if self.own_key != bootstrap {
+            return heads;
+        }
+        let mut budget = BATCH_OPERATIONS;
+        heads.retain_mut(|(key, ready)| {
+            let from = self.declared.get(key).copied().unwrap_or(0);
+            let mut end = from;
+            for ops in self.engine.operations_in(key, from, *ready) {
+                if ops > budget && end > from {
+                    break;
+                }
+                budget = budget.saturating_sub(ops.max(1));
+                end += 1;
+                if budget == 0 {
+                    break;
+                }
+            }
+            *ready = end;
+            end > from
+        });
+        heads
     }
 }
 

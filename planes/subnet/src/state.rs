@@ -9,7 +9,8 @@ use std::sync::Arc;
 use intercom_contracts::{StateRead, StateWrite, Value};
 use intercom_stores::{Batch, KvStore, StoreError};
 
-use crate::merkle::{self, Hash, Location, MerkleError, Node, NodeSource, Proof, EMPTY};
+use crate::buckets::{self, KeyChange, RecordWrites, StoredLeaf};
+use crate::merkle::{self, Hash, Leaf, Proof, Summary, TopTree};
 
 /// Prefix of the contract's keys inside the subnet state.
 pub const APP_PREFIX: &str = "app/";
@@ -66,23 +67,35 @@ pub fn value_bytes(value: &Value) -> Vec<u8> {
 
 /// KV prefix of the state values (`subnet/v/<state key>` → compact JSON).
 pub const VALUE_PREFIX: &str = "subnet/v/";
-/// KV prefix of the state tree's nodes (`subnet/m/<location>` → node).
-const NODE_PREFIX: &[u8] = b"subnet/m/";
+/// KV prefix of the state tree's buckets (`subnet/b/<bucket u32 BE>` → its keys, see
+/// [`crate::buckets`]).
+const BUCKET_PREFIX: &[u8] = b"subnet/b/";
+/// KV prefix of the buckets' summaries (`subnet/h/<bucket u32 BE>` → count and hash).
+const SUMMARY_PREFIX: &[u8] = b"subnet/h/";
 /// Prefix of the membership namespace, which is kept in memory too.
 const MEMBERSHIP: &str = "subnet/";
-/// Tree nodes down to this depth are cached in memory (at most 2^(d+1) of them).
-const CACHED_DEPTH: u16 = 14;
+/// Buckets kept in memory between reads (about 1 KB each at a million keys); the cache
+/// starts over when it is full.
+const BUCKET_CACHE: usize = 4096;
+/// Values kept in memory between reads (absences included); starts over when full.
+const VALUE_CACHE: usize = 8192;
 
-/// The confirmed subnet state, stored in the peer store: values under [`VALUE_PREFIX`]
-/// and a sparse Merkle tree over them ([`crate::merkle`]) whose root commits to the whole
-/// state. Reads go to the store (the membership namespace `subnet/`, small and read by
-/// every entry, and the tree's upper levels are also held in memory); a commit writes the
-/// changed values and tree nodes in one atomic batch with whatever the caller adds.
+/// The confirmed subnet state, stored in the peer store under a sparse Merkle tree
+/// ([`crate::merkle`]) whose root commits to the whole state: the tree's buckets (holding
+/// the keys, and their values when small) and their summaries in the store, its upper
+/// levels in memory; larger values and the membership namespace `subnet/` in records of
+/// their own (`subnet/v/<key>`). The membership namespace, small and read by every entry,
+/// is also held in memory. A commit writes the changed buckets, summaries and records in
+/// one atomic batch with whatever the caller adds.
 pub struct StateStore {
     kv: Arc<dyn KvStore>,
     membership: BTreeMap<String, Value>,
-    nodes: RefCell<HashMap<Location, Option<Node>>>,
-    root: Hash,
+    top: TopTree,
+    /// Recently read or written buckets: a read of a key first looks at its bucket, which
+    /// answers "absent" for a key the tree does not hold, and a commit rewrites them.
+    buckets: RefCell<HashMap<u32, Arc<Vec<StoredLeaf>>>>,
+    /// Recently read or written values of keys the tree holds.
+    values: RefCell<HashMap<String, Option<Value>>>,
     /// The first read failure since [`StateStore::take_error`]; reads that fail answer
     /// "absent", so whoever applied over them must not commit.
     error: RefCell<Option<StoreError>>,
@@ -91,7 +104,7 @@ pub struct StateStore {
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateStore")
-            .field("root", &hex::encode(self.root))
+            .field("root", &hex::encode(self.root()))
             .finish_non_exhaustive()
     }
 }
@@ -122,26 +135,146 @@ impl StateStore {
             })?;
             membership.insert(key, value);
         }
-        let mut store = StateStore {
+        let mut summaries = Vec::new();
+        for (k, v) in kv.scan_prefix(SUMMARY_PREFIX)? {
+            let bucket = k[SUMMARY_PREFIX.len()..]
+                .try_into()
+                .ok()
+                .map(u32::from_be_bytes);
+            match (bucket, Summary::decode(&v)) {
+                (Some(b), Some(s)) => summaries.push((b, s)),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        why: "not a state tree summary".into(),
+                    })
+                }
+            }
+        }
+        Ok(StateStore {
             kv,
             membership,
-            nodes: RefCell::new(HashMap::new()),
-            root: EMPTY,
+            top: TopTree::load(summaries),
+            buckets: RefCell::new(HashMap::new()),
+            values: RefCell::new(HashMap::new()),
             error: RefCell::new(None),
-        };
-        store.root = merkle::root(&store).map_err(tree_error)?;
-        Ok(store)
+        })
     }
 
     /// Deletes the whole state from `batch`'s store (values and tree).
     pub fn clear(batch: &mut Batch<'_>) {
         batch.delete_prefix(VALUE_PREFIX.as_bytes());
-        batch.delete_prefix(NODE_PREFIX);
+        batch.delete_prefix(BUCKET_PREFIX);
+        batch.delete_prefix(SUMMARY_PREFIX);
     }
 
     /// The root of the state.
     pub fn root(&self) -> Hash {
-        self.root
+        self.top.root()
+    }
+
+    /// A bucket's keys (from the cache, or the store).
+    fn bucket(&self, b: u32) -> Result<Arc<Vec<StoredLeaf>>, StoreError> {
+        if let Some(leaves) = self.buckets.borrow().get(&b) {
+            return Ok(leaves.clone());
+        }
+        let key = bucket_key(b);
+        let leaves = Arc::new(match self.kv.get(&key)? {
+            None => Vec::new(),
+            Some(bytes) => buckets::decode(b, &bytes).ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                why: "not a state tree bucket".into(),
+            })?,
+        });
+        self.cache_bucket(b, leaves.clone());
+        Ok(leaves)
+    }
+
+    /// The leaf of `key`, if the state holds it.
+    fn leaf(&self, key: &str) -> Result<Option<StoredLeaf>, StoreError> {
+        let path = merkle::key_path(key.as_bytes());
+        let leaves = self.bucket(merkle::bucket_of(&path))?;
+        Ok(leaves
+            .binary_search_by(|l| l.path.cmp(&path))
+            .ok()
+            .map(|at| leaves[at].clone()))
+    }
+
+    fn cache_bucket(&self, b: u32, leaves: Arc<Vec<StoredLeaf>>) {
+        let mut cache = self.buckets.borrow_mut();
+        if cache.len() >= BUCKET_CACHE {
+            cache.clear();
+        }
+        cache.insert(b, leaves);
+    }
+
+    fn cache_value(&self, key: &str, value: Option<Value>) {
+        let mut cache = self.values.borrow_mut();
+        if cache.len() >= VALUE_CACHE {
+            cache.clear();
+        }
+        cache.insert(key.to_owned(), value);
+    }
+
+    /// The stored bytes of `key`'s value: inline in its leaf, or in its own record.
+    fn value_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.leaf(key)? {
+            None => Ok(None),
+            Some(StoredLeaf {
+                inline: Some(bytes),
+                ..
+            }) => Ok(Some(bytes.into_vec())),
+            Some(_) => self.kv.get(format!("{VALUE_PREFIX}{key}").as_bytes()),
+        }
+    }
+
+    /// A contract key's value, from the cache or the store.
+    fn read_value(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        if let Some(v) = self.values.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let value = match self.value_bytes(key)? {
+            Some(bytes) => Some(parse(key, &bytes)?),
+            None => None,
+        };
+        self.cache_value(key, value.clone());
+        Ok(value)
+    }
+
+    /// The new keys and summary of every bucket `changes` touch, and what they ask of
+    /// the value records.
+    #[allow(clippy::type_complexity)]
+    fn updated_buckets<'a>(
+        &self,
+        changes: &'a [Change<'a>],
+    ) -> Result<
+        (
+            BTreeMap<u32, (Arc<Vec<StoredLeaf>>, Summary)>,
+            RecordWrites<'a>,
+        ),
+        StoreError,
+    > {
+        let mut by_bucket: BTreeMap<u32, Vec<KeyChange<'a>>> = BTreeMap::new();
+        for c in changes {
+            by_bucket
+                .entry(merkle::bucket_of(&c.path))
+                .or_default()
+                .push(KeyChange {
+                    key: c.key,
+                    path: c.path,
+                    value: c.hash.zip(c.bytes.as_deref()),
+                });
+        }
+        let mut records = RecordWrites::default();
+        let mut out = BTreeMap::new();
+        for (b, mut ch) in by_bucket {
+            ch.sort_unstable_by_key(|c| c.path);
+            let leaves = buckets::merge(&self.bucket(b)?, &ch, &mut records);
+            let projected: Vec<Leaf> = leaves.iter().map(StoredLeaf::leaf).collect();
+            let summary = merkle::subtree(merkle::BUCKET_DEPTH, &projected);
+            out.insert(b, (Arc::new(leaves), summary));
+        }
+        Ok((out, records))
     }
 
     /// The first read failure since the last call, if any.
@@ -164,12 +297,13 @@ impl StateStore {
 
     /// The root the state would have with `writes` laid over it (nothing is stored).
     pub fn root_with(&self, writes: &BTreeMap<String, Option<Value>>) -> Result<Hash, StoreError> {
-        let changes = path_hashes(&tree_changes(writes));
-        let (root, _) = merkle::update(self, &changes).map_err(tree_error)?;
-        Ok(root)
+        let changes = tree_changes(writes);
+        let (buckets, _) = self.updated_buckets(&changes)?;
+        let summaries = buckets.into_iter().map(|(b, (_, s))| (b, s)).collect();
+        Ok(self.top.root_with(&summaries))
     }
 
-    /// Writes `writes` (`None` deletes) and the tree nodes they change, together with
+    /// Writes `writes` (`None` deletes) and the tree buckets they change, together with
     /// `extra`, in one atomic write; returns the new root. Nothing changes in memory if the
     /// write fails.
     pub fn commit(
@@ -178,32 +312,42 @@ impl StateStore {
         mut extra: Batch<'_>,
     ) -> Result<Hash, StoreError> {
         let changes = tree_changes(writes);
-        let (root, nodes) = merkle::update(self, &path_hashes(&changes)).map_err(tree_error)?;
+        let (buckets, records) = self.updated_buckets(&changes)?;
         if let Some(e) = self.take_error() {
             return Err(e);
         }
-        for change in &changes {
-            let stored = format!("{VALUE_PREFIX}{}", change.key);
-            match &change.bytes {
-                Some(b) => extra.put(stored.as_bytes(), b),
-                None => extra.delete(stored.as_bytes()),
-            };
+        for (key, bytes) in records.put {
+            extra.put(format!("{VALUE_PREFIX}{key}").as_bytes(), bytes);
         }
-        for (at, node) in &nodes {
-            let key = node_key(at);
-            match node {
-                Some(n) => extra.put(&key, &n.encode()),
-                None => extra.delete(&key),
-            };
+        for key in records.delete {
+            extra.delete(format!("{VALUE_PREFIX}{key}").as_bytes());
         }
-        self.kv.write(extra, false)?;
-        let mut cache = self.nodes.borrow_mut();
-        for (at, node) in nodes {
-            if at.depth <= CACHED_DEPTH {
-                cache.insert(at, node);
+        let mut summaries = BTreeMap::new();
+        let mut previous = BTreeMap::new();
+        for (b, (leaves, summary)) in &buckets {
+            if leaves.is_empty() {
+                extra.delete(&bucket_key(*b));
+                extra.delete(&summary_key(*b));
+            } else {
+                extra.put_owned(bucket_key(*b), buckets::encode(leaves));
+                extra.put_owned(summary_key(*b), summary.encode().to_vec());
+            }
+            summaries.insert(*b, *summary);
+            previous.insert(*b, self.top.bucket(*b));
+        }
+        self.top.set_buckets(&summaries);
+        if let Err(e) = self.kv.write(extra, false) {
+            self.top.set_buckets(&previous);
+            return Err(e);
+        }
+        for (b, (leaves, _)) in buckets {
+            self.cache_bucket(b, leaves);
+        }
+        for (key, value) in writes {
+            if !key.starts_with(MEMBERSHIP) {
+                self.cache_value(key, value.clone());
             }
         }
-        drop(cache);
         for (key, value) in writes {
             if key.starts_with(MEMBERSHIP) {
                 match value {
@@ -212,42 +356,64 @@ impl StateStore {
                 };
             }
         }
-        self.root = root;
-        Ok(root)
+        Ok(self.top.root())
     }
 
     /// `key`'s value with a proof against the current root.
     pub fn prove(&self, key: &str) -> Result<ProvedValue, StoreError> {
-        let bytes = self.kv.get(format!("{VALUE_PREFIX}{key}").as_bytes())?;
+        let bytes = self.value_bytes(key)?;
         let value = match &bytes {
-            Some(b) => Some(serde_json::from_slice(b).map_err(|e| StoreError::Corrupt {
-                key: key.to_owned(),
-                why: e.to_string(),
-            })?),
+            Some(b) => Some(parse(key, b)?),
             None => None,
         };
-        let proof = merkle::prove(self, &merkle::key_path(key.as_bytes())).map_err(tree_error)?;
+        let proof = merkle::prove(&self.top, &merkle::key_path(key.as_bytes()), |b| {
+            self.bucket(b)
+                .map(|leaves| leaves.iter().map(StoredLeaf::leaf).collect())
+        })?;
         Ok(ProvedValue {
             value,
             bytes,
             proof,
-            root: self.root,
+            root: self.root(),
         })
     }
 
     /// Every key and value, in key order (for tests and tools; reads the whole state).
     pub fn entries(&self) -> Result<BTreeMap<String, Value>, StoreError> {
         let mut out = BTreeMap::new();
-        for (k, v) in self.kv.scan_prefix(VALUE_PREFIX.as_bytes())? {
-            let key = String::from_utf8_lossy(&k[VALUE_PREFIX.len()..]).into_owned();
-            let value = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                key: key.clone(),
-                why: e.to_string(),
-            })?;
-            out.insert(key, value);
+        for (k, v) in self.kv.scan_prefix(BUCKET_PREFIX)? {
+            let b = k[BUCKET_PREFIX.len()..]
+                .try_into()
+                .ok()
+                .map(u32::from_be_bytes);
+            let leaves =
+                b.and_then(|b| buckets::decode(b, &v))
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: String::from_utf8_lossy(&k).into_owned(),
+                        why: "not a state tree bucket".into(),
+                    })?;
+            for leaf in leaves {
+                let bytes = match &leaf.inline {
+                    Some(bytes) => Some(bytes.to_vec()),
+                    None => self
+                        .kv
+                        .get(format!("{VALUE_PREFIX}{}", leaf.key).as_bytes())?,
+                };
+                if let Some(bytes) = bytes {
+                    out.insert(leaf.key.to_string(), parse(&leaf.key, &bytes)?);
+                }
+            }
         }
         Ok(out)
     }
+}
+
+/// Parses a stored value.
+fn parse(key: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        why: e.to_string(),
+    })
 }
 
 impl ProvedValue {
@@ -358,40 +524,16 @@ fn tree_changes(writes: &BTreeMap<String, Option<Value>>) -> Vec<Change<'_>> {
         .collect()
 }
 
-fn path_hashes(changes: &[Change<'_>]) -> BTreeMap<Hash, Option<Hash>> {
-    changes.iter().map(|c| (c.path, c.hash)).collect()
-}
-
-fn node_key(at: &Location) -> Vec<u8> {
-    let mut key = NODE_PREFIX.to_vec();
-    key.extend_from_slice(&at.encode());
+fn bucket_key(b: u32) -> Vec<u8> {
+    let mut key = BUCKET_PREFIX.to_vec();
+    key.extend_from_slice(&b.to_be_bytes());
     key
 }
 
-fn tree_error(e: MerkleError) -> StoreError {
-    StoreError::Corrupt {
-        key: "subnet state tree".into(),
-        why: e.to_string(),
-    }
-}
-
-impl NodeSource for StateStore {
-    fn node(&self, at: &Location) -> Result<Option<Node>, MerkleError> {
-        if at.depth <= CACHED_DEPTH {
-            if let Some(n) = self.nodes.borrow().get(at) {
-                return Ok(*n);
-            }
-        }
-        let node = match self.kv.get(&node_key(at)) {
-            Ok(Some(bytes)) => Some(Node::decode(&bytes, at.depth)?),
-            Ok(None) => None,
-            Err(e) => return Err(MerkleError::Store(e.to_string())),
-        };
-        if at.depth <= CACHED_DEPTH {
-            self.nodes.borrow_mut().insert(*at, node);
-        }
-        Ok(node)
-    }
+fn summary_key(b: u32) -> Vec<u8> {
+    let mut key = SUMMARY_PREFIX.to_vec();
+    key.extend_from_slice(&b.to_be_bytes());
+    key
 }
 
 impl StateRead for StateStore {
@@ -399,18 +541,8 @@ impl StateRead for StateStore {
         if key.starts_with(MEMBERSHIP) {
             return self.membership.get(key).cloned();
         }
-        match self.kv.get(format!("{VALUE_PREFIX}{key}").as_bytes()) {
-            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    self.failed(StoreError::Corrupt {
-                        key: key.to_owned(),
-                        why: e.to_string(),
-                    });
-                    None
-                }
-            },
-            Ok(None) => None,
+        match self.read_value(key) {
+            Ok(v) => v,
             Err(e) => {
                 self.failed(e);
                 None
@@ -448,7 +580,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.root(), b.root());
-        assert_ne!(a.root(), EMPTY);
+        assert_ne!(a.root(), crate::merkle::EMPTY);
         b.commit(&writes(&[("x", Some(json!(2)))]), Batch::default())
             .unwrap();
         assert_ne!(a.root(), b.root());
@@ -462,7 +594,7 @@ mod tests {
         // Deleting every key gives the empty root back.
         a.commit(&writes(&[("x", None), ("y", None)]), Batch::default())
             .unwrap();
-        assert_eq!(a.root(), EMPTY);
+        assert_eq!(a.root(), crate::merkle::EMPTY);
         assert!(a.entries().unwrap().is_empty());
     }
 

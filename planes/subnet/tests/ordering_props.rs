@@ -170,15 +170,20 @@ impl Peer {
                 self.engine.push(key, i as u64, b).expect("push");
             }
         }
-        let step = self.engine.step().expect("step");
-        // One record per entry (its bodies share the entry's position).
-        for a in step.applied.iter().filter(|a| a.index == 0) {
-            assert_eq!(
-                a.position as usize,
-                self.confirmed.len(),
-                "positions are dense"
-            );
-            self.confirmed.push((a.writer, a.seq));
+        loop {
+            let step = self.engine.step().expect("step");
+            // One record per entry (its bodies share the entry's position).
+            for a in step.applied.iter().filter(|a| a.index == 0) {
+                assert_eq!(
+                    a.position as usize,
+                    self.confirmed.len(),
+                    "positions are dense"
+                );
+                self.confirmed.push((a.writer, a.seq));
+            }
+            if !step.more {
+                break;
+            }
         }
         let len = self.engine.linearizer().confirmed_len();
         let root = self.engine.root();
