@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use crate::cli_values::Hex32;
 use anyhow::{bail, Context};
 use intercom_crypto::KeyPair;
 use intercom_dht_rpc::Peer as NodeRef;
@@ -68,20 +69,20 @@ enum DhtOp {
     Lookup {
         /// Topic, 32 bytes as hex.
         #[arg(long)]
-        topic: String,
+        topic: Hex32,
     },
     /// Announces a key pair under a topic.
     Announce {
         /// Topic, 32 bytes as hex.
         #[arg(long)]
-        topic: String,
+        topic: Hex32,
         /// Stay announced this long, then unannounce (0: announce and exit; the records
         /// expire on their own after 13 to 27 minutes).
         #[arg(long, default_value_t = 0)]
         seconds: u64,
         /// Key pair seed, 32 bytes as hex (default: a random key pair).
         #[arg(long)]
-        seed: Option<String>,
+        seed: Option<Hex32>,
     },
     /// Stores a value under its BLAKE2b-256 hash.
     ImmutablePut {
@@ -96,13 +97,13 @@ enum DhtOp {
     ImmutableGet {
         /// The hash, 32 bytes as hex.
         #[arg(long)]
-        hash: String,
+        hash: Hex32,
     },
     /// Stores a signed value under the hash of the key pair's public key.
     MutablePut {
         /// Key pair seed, 32 bytes as hex.
         #[arg(long)]
-        seed: String,
+        seed: Hex32,
         /// The value as UTF-8 text.
         #[arg(long, conflicts_with = "hex", required_unless_present = "hex")]
         value: Option<String>,
@@ -117,7 +118,7 @@ enum DhtOp {
     MutableGet {
         /// The signer's public key, 32 bytes as hex.
         #[arg(long)]
-        public_key: String,
+        public_key: Hex32,
         /// Minimum sequence number.
         #[arg(long, default_value_t = 0)]
         seq: u64,
@@ -142,16 +143,6 @@ fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-pub(crate) fn hex32(what: &str, s: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex::decode(s.trim()).with_context(|| format!("--{what}: not valid hex: {s:?}"))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        anyhow::anyhow!(
-            "--{what}: expected 32 bytes (64 hex characters), got {} bytes",
-            bytes.len()
-        )
-    })
 }
 
 fn value_arg(value: Option<String>, hex_value: Option<String>) -> anyhow::Result<Vec<u8>> {
@@ -334,39 +325,35 @@ enum Op {
 impl Op {
     fn parse(op: DhtOp) -> anyhow::Result<Op> {
         Ok(match op {
-            DhtOp::Lookup { topic } => Op::Lookup {
-                topic: hex32("topic", &topic)?,
-            },
+            DhtOp::Lookup { topic } => Op::Lookup { topic: topic.0 },
             DhtOp::Announce {
                 topic,
                 seconds,
                 seed,
             } => Op::Announce {
-                topic: hex32("topic", &topic)?,
+                topic: topic.0,
                 seconds,
                 key_pair: match seed {
-                    Some(s) => KeyPair::from_seed(&hex32("seed", &s)?),
+                    Some(s) => KeyPair::from_seed(&s.0),
                     None => KeyPair::generate(),
                 },
             },
             DhtOp::ImmutablePut { value, hex } => Op::ImmutablePut {
                 value: value_arg(value, hex)?,
             },
-            DhtOp::ImmutableGet { hash } => Op::ImmutableGet {
-                hash: hex32("hash", &hash)?,
-            },
+            DhtOp::ImmutableGet { hash } => Op::ImmutableGet { hash: hash.0 },
             DhtOp::MutablePut {
                 seed,
                 value,
                 hex,
                 seq,
             } => Op::MutablePut {
-                key_pair: KeyPair::from_seed(&hex32("seed", &seed)?),
+                key_pair: KeyPair::from_seed(&seed.0),
                 value: value_arg(value, hex)?,
                 seq,
             },
             DhtOp::MutableGet { public_key, seq } => Op::MutableGet {
-                public_key: hex32("public-key", &public_key)?,
+                public_key: public_key.0,
                 seq,
             },
         })
@@ -602,12 +589,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_arguments_are_checked() {
-        assert!(hex32("topic", &"ab".repeat(32)).is_ok());
-        let e = hex32("topic", "xyz").unwrap_err().to_string();
-        assert!(e.contains("--topic: not valid hex"), "{e}");
-        let e = hex32("hash", "abcd").unwrap_err().to_string();
-        assert!(e.contains("expected 32 bytes"), "{e}");
+    fn values_are_text_or_hex() {
         assert_eq!(value_arg(Some("hi".into()), None).unwrap(), b"hi");
         assert_eq!(value_arg(None, Some("6869".into())).unwrap(), b"hi");
         assert!(value_arg(None, Some("zz".into())).is_err());

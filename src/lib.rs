@@ -4,6 +4,7 @@
 //! whose `main` calls [`main_with_contract`] with its own [`Contract`] (see
 //! `contracts/examples/task-board`).
 
+mod cli_values;
 mod demo;
 mod dht_cli;
 mod log_cli;
@@ -14,7 +15,7 @@ mod swarm_cli;
 
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 pub use intercom_contracts::Contract;
 
 /// A Rust Intercom peer, wire-compatible with the JS Hyperswarm / Intercom stack.
@@ -50,6 +51,7 @@ enum Command {
 
 /// Parses the command line and runs it, with `contract` as the subnet's contract.
 pub fn main_with_contract(contract: Arc<dyn Contract>) -> anyhow::Result<()> {
+    forget_blank_env_vars(&Cli::command());
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -63,4 +65,20 @@ pub fn main_with_contract(contract: Arc<dyn Contract>) -> anyhow::Result<()> {
             Command::Subnet(args) => subnet_cli::run(args, contract).await,
         }
     })
+}
+
+/// Unsets every environment variable a flag reads that is set but blank, before parsing:
+/// as in the JS reference (`process.env.X || default`), `SIDECHANNEL_POW=` means "not
+/// given", not an invalid value. Runs while the process has a single thread.
+fn forget_blank_env_vars(command: &clap::Command) {
+    for arg in command.get_arguments() {
+        if let Some(name) = arg.get_env() {
+            if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
+                std::env::remove_var(name);
+            }
+        }
+    }
+    for sub in command.get_subcommands() {
+        forget_blank_env_vars(sub);
+    }
 }

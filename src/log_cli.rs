@@ -19,7 +19,8 @@ use intercom_swarm::{JoinOptions, Swarm, SwarmConfig};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::dht_cli::{default_host, hex32, parse_nodes, shutdown_signal};
+use crate::cli_values::Hex32;
+use crate::dht_cli::{default_host, parse_nodes, shutdown_signal};
 
 /// How long leaving the swarm may take at exit.
 const SHUTDOWN: Duration = Duration::from_secs(5);
@@ -67,7 +68,7 @@ struct LogSelector {
     name: Option<String>,
     /// Log key (hex), for logs replicated from others.
     #[arg(long)]
-    key: Option<String>,
+    key: Option<Hex32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,7 +132,7 @@ struct ServeArgs {
 struct ReplicateArgs {
     /// Key of the log (hex).
     #[arg(long)]
-    key: String,
+    key: Hex32,
     /// Keep the log in this peer store (default: in memory, gone at exit).
     #[arg(long)]
     store: Option<String>,
@@ -193,7 +194,7 @@ fn open_log(store: &PeerStore, sel: &LogSelector) -> anyhow::Result<Log> {
             let kp = names::keypair_for_name(&primary, &names::DEFAULT_NAMESPACE, name);
             Ok(Log::open_writer(kv, kp)?)
         }
-        (None, Some(key)) => Ok(Log::open(kv, hex32("key", key)?)?),
+        (None, Some(key)) => Ok(Log::open(kv, key.0)?),
         (None, None) => bail!("give --name or --key"),
     }
 }
@@ -411,7 +412,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
-    let key = hex32("key", &args.key)?;
+    let key = args.key.0;
     let (_store, kv): (Option<PeerStore>, Arc<dyn KvStore>) = match &args.store {
         Some(name) => {
             let store = PeerStore::open(&args.stores_dir, name, Durability::Process)

@@ -9,10 +9,13 @@
 //! where the reference validates them, and reported at startup as "not yet available". Peer networking is a Hyperswarm (`dht/swarm`) on the peer's
 //! identity, wired in by [`crate::peer_net`].
 //!
-//! Deviations from the reference's parsing: an invalid number, port or `--sidechannel-welcome`
-//! entry is an error (the reference falls back to the default or drops the entry), and
+//! Every flag is typed: clap parses it with the value parsers of [`crate::cli_values`], and
+//! [`RunArgs::settings`] only combines values. Deviations from the reference's parsing: an
+//! invalid number, port, boolean word, node list, key or `--sidechannel-welcome` entry is an
+//! error (the reference falls back to the default, reads false, or drops the entry), and
 //! `--peer-stores-directory` also answers to `--stores-dir`.
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,19 +24,14 @@ use anyhow::{bail, Context};
 use intercom_peer::cli::{CliContext, ConsoleSink, Dispatcher, HELP};
 use intercom_peer::{BridgeSink, PeerBackend, PeerConfig, PeerRuntime};
 use intercom_sc_bridge::{Bridge, BridgeConfig, DEFAULT_PORT};
-use intercom_sidechannel::args::{
-    parse_arg_file_text, parse_bool, parse_csv_list, parse_key_value_list, parse_welcome_arg,
-    ArgError,
-};
+use intercom_sidechannel::args::{parse_arg_file_text, parse_welcome_arg, ArgError};
 use intercom_sidechannel::{SidechannelConfig, ENTRY_CHANNEL};
 use intercom_stores::{Decisions, Durability, PeerStore};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
+use crate::cli_values::{flag_bool, CsvList, Hex32, NodeList, PairList, BOOL};
 use crate::peer_net;
-
-/// What a boolean flag accepts (the reference's `parseBool`).
-const BOOL: &str = "0|1";
 /// Name of the peer's writer log in its store (corestore-style naming).
 const WRITER_LOG_NAME: &str = "writer";
 
@@ -67,8 +65,8 @@ pub struct RunArgs {
     /// Sync every acknowledged store write (log appends, subnet state) to disk before
     /// acknowledging it: survives a power cut, at ~0.2 ms per write. Off: acknowledged writes
     /// survive a crash of the process and reach the disk within 100 ms [default: 0]
-    #[arg(long, value_name = BOOL, env = "PEER_STORE_SYNC", num_args = 0..=1, default_missing_value = "1")]
-    pub peer_store_sync: Option<String>,
+    #[arg(long, value_name = BOOL, env = "PEER_STORE_SYNC", num_args = 0..=1, default_missing_value = "1", value_parser = flag_bool)]
+    pub peer_store_sync: Option<bool>,
 
     /// HyperDHT bootstrap nodes of the peer's swarm, HOST:PORT[,HOST:PORT...] (env also
     /// DHT_BOOTSTRAP) [default: the public HyperDHT bootstrap nodes]
@@ -78,20 +76,20 @@ pub struct RunArgs {
         value_name = "NODES",
         env = "PEER_DHT_BOOTSTRAP"
     )]
-    pub dht_bootstrap: Option<String>,
+    pub dht_bootstrap: Option<NodeList>,
 
     /// Print the resolved configuration as JSON and exit (nothing is opened or bound).
     #[arg(long)]
     pub print_config: bool,
 
-    // ----- planes that do not exist yet
+    // ----- subnet and settlement planes
     /// Subnet/app identity [default: trac-peer-subnet]
     #[arg(long, value_name = "NAME", env = "SUBNET_CHANNEL")]
     pub subnet_channel: Option<String>,
 
     /// Admin peer's writer key (64 hex) for joiners; without it this peer bootstraps the subnet.
     #[arg(long, value_name = "HEX", env = "SUBNET_BOOTSTRAP")]
-    pub subnet_bootstrap: Option<String>,
+    pub subnet_bootstrap: Option<Hex32>,
 
     /// Local MSB (settlement) state label (not yet available) [default: <peer-store-name>-msb]
     #[arg(
@@ -109,7 +107,7 @@ pub struct RunArgs {
         env = "MSB_STORES_DIRECTORY",
         help_heading = "Not yet available (accepted and reported)"
     )]
-    pub msb_stores_directory: Option<String>,
+    pub msb_stores_directory: Option<PathBuf>,
 
     /// HyperDHT bootstrap nodes of the MSB network (not yet available).
     #[arg(
@@ -118,7 +116,7 @@ pub struct RunArgs {
         env = "MSB_DHT_BOOTSTRAP",
         help_heading = "Not yet available (accepted and reported)"
     )]
-    pub msb_dht_bootstrap: Option<String>,
+    pub msb_dht_bootstrap: Option<NodeList>,
 
     /// Test hook: a file of peer keys (hex, one per line) whose connections replicate no
     /// subnet logs while listed (re-read every 250 ms); splits a subnet for partition tests.
@@ -126,8 +124,8 @@ pub struct RunArgs {
     pub subnet_firewall_file: Option<PathBuf>,
 
     /// Sample timer feature: the admin appends the current time every 60 s [default: 0]
-    #[arg(long, value_name = BOOL, env = "INTERCOM_TIMER", num_args = 0..=1, default_missing_value = "1")]
-    pub timer: Option<String>,
+    #[arg(long, value_name = BOOL, env = "INTERCOM_TIMER", num_args = 0..=1, default_missing_value = "1", value_parser = flag_bool)]
+    pub timer: Option<bool>,
 
     // ----- sidechannels
     /// Extra sidechannels to join at startup, comma-separated (the entry channel 0000intercom is always joined).
@@ -138,15 +136,15 @@ pub struct RunArgs {
         env = "SIDECHANNELS",
         help_heading = "Sidechannels"
     )]
-    pub sidechannels: Option<String>,
+    pub sidechannels: Option<CsvList>,
 
     /// Verbose sidechannel logs (drops, authorisations, connections) [default: 0]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_DEBUG", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_debug: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_DEBUG", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_debug: Option<bool>,
 
     /// Do not print received sidechannel messages to stdout (still relays; SC-Bridge clients still get them) [default: 0]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_QUIET", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_quiet: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_QUIET", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_quiet: Option<bool>,
 
     /// Payload size guard in bytes (JSON-encoded payload) [default: 1000000]
     #[arg(
@@ -155,7 +153,7 @@ pub struct RunArgs {
         env = "SIDECHANNEL_MAX_BYTES",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_max_bytes: Option<String>,
+    pub sidechannel_max_bytes: Option<u64>,
 
     /// Inbound per-connection rate budget, bytes/second; 0 disables rate limiting [default: 64000]
     #[arg(
@@ -164,7 +162,7 @@ pub struct RunArgs {
         env = "SIDECHANNEL_RATE_BYTES",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_rate_bytes: Option<String>,
+    pub sidechannel_rate_bytes: Option<u64>,
 
     /// Inbound token-bucket burst allowance, bytes [default: 256000]
     #[arg(
@@ -173,7 +171,7 @@ pub struct RunArgs {
         env = "SIDECHANNEL_RATE_BURST",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_rate_burst: Option<String>,
+    pub sidechannel_rate_burst: Option<u64>,
 
     /// Over-limit strikes within 5 s before a peer is blocked for 30 s [default: 3]
     #[arg(
@@ -182,32 +180,31 @@ pub struct RunArgs {
         env = "SIDECHANNEL_MAX_STRIKES",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_max_strikes: Option<String>,
+    pub sidechannel_max_strikes: Option<u32>,
 
     /// Accept /sc_open (open_channel) requests from peers [default: 1]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_ALLOW_REMOTE_OPEN", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_allow_remote_open: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_ALLOW_REMOTE_OPEN", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_allow_remote_open: Option<bool>,
 
     /// Join requested channels automatically [default: 0]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_AUTO_JOIN", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_auto_join: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_AUTO_JOIN", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_auto_join: Option<bool>,
 
     /// Hashcash-style proof of work on sidechannel messages [default: 1]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_POW", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_pow: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_POW", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_pow: Option<bool>,
 
     /// Required leading zero bits of the proof of work (at most 32) [default: 12]
     #[arg(
         long,
         value_name = "BITS",
         env = "SIDECHANNEL_POW_DIFFICULTY",
-        help_heading = "Sidechannels"
-    )]
-    pub sidechannel_pow_difficulty: Option<String>,
+        help_heading = "Sidechannels", value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub sidechannel_pow_difficulty: Option<u32>,
 
     /// Require proof of work on the entry channel only [default: 0]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_POW_ENTRY", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_pow_entry: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_POW_ENTRY", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_pow_entry: Option<bool>,
 
     /// Require proof of work only on these channels (overrides --sidechannel-pow-entry).
     #[arg(
@@ -216,12 +213,12 @@ pub struct RunArgs {
         env = "SIDECHANNEL_POW_CHANNELS",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_pow_channels: Option<String>,
+    pub sidechannel_pow_channels: Option<CsvList>,
 
     /// Require signed invites on protected channels (all non-entry channels unless
     /// --sidechannel-invite-channels/--sidechannel-invite-prefixes narrow it) [default: 0]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_INVITE_REQUIRED", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_invite_required: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_INVITE_REQUIRED", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_invite_required: Option<bool>,
 
     /// Require invites only on these exact channels.
     #[arg(
@@ -230,7 +227,7 @@ pub struct RunArgs {
         env = "SIDECHANNEL_INVITE_CHANNELS",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_invite_channels: Option<String>,
+    pub sidechannel_invite_channels: Option<CsvList>,
 
     /// Require invites on channels starting with one of these prefixes.
     #[arg(
@@ -239,7 +236,7 @@ pub struct RunArgs {
         env = "SIDECHANNEL_INVITE_PREFIXES",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_invite_prefixes: Option<String>,
+    pub sidechannel_invite_prefixes: Option<CsvList>,
 
     /// Trusted inviter peer public keys (hex) [default: this peer's key when invites are required]
     #[arg(
@@ -248,7 +245,7 @@ pub struct RunArgs {
         env = "SIDECHANNEL_INVITER_KEYS",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_inviter_keys: Option<String>,
+    pub sidechannel_inviter_keys: Option<CsvList>,
 
     /// Default lifetime of invites created with /sc_invite, seconds [default: 604800]
     #[arg(
@@ -257,11 +254,11 @@ pub struct RunArgs {
         env = "SIDECHANNEL_INVITE_TTL",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_invite_ttl: Option<String>,
+    pub sidechannel_invite_ttl: Option<u64>,
 
     /// Require an owner-signed welcome on every channel but the entry [default: 1]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_WELCOME_REQUIRED", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_welcome_required: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_WELCOME_REQUIRED", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_welcome_required: Option<bool>,
 
     /// Channel owners: CHAN:PUBKEY[,CHAN2:PUBKEY] (hex peer keys; they sign the welcomes).
     #[arg(
@@ -270,11 +267,11 @@ pub struct RunArgs {
         env = "SIDECHANNEL_OWNER",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_owner: Option<String>,
+    pub sidechannel_owner: Option<PairList>,
 
     /// Only channel owners may send, on every channel but the entry [default: 0]
-    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_OWNER_WRITE_ONLY", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels")]
-    pub sidechannel_owner_write_only: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SIDECHANNEL_OWNER_WRITE_ONLY", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
+    pub sidechannel_owner_write_only: Option<bool>,
 
     /// Only channel owners may send on these channels.
     #[arg(
@@ -283,7 +280,7 @@ pub struct RunArgs {
         env = "SIDECHANNEL_OWNER_WRITE_CHANNELS",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_owner_write_channels: Option<String>,
+    pub sidechannel_owner_write_channels: Option<CsvList>,
 
     /// Pre-signed welcomes: CHAN:WELCOME[,CHAN2:WELCOME] where WELCOME is welcome_b64,
     /// b64:..., JSON, or @file (a file holding any of those).
@@ -293,12 +290,12 @@ pub struct RunArgs {
         env = "SIDECHANNEL_WELCOME",
         help_heading = "Sidechannels"
     )]
-    pub sidechannel_welcome: Option<String>,
+    pub sidechannel_welcome: Option<PairList>,
 
     // ----- SC-Bridge
     /// Serve the SC-Bridge WebSocket API (requires --sc-bridge-token) [default: 0]
-    #[arg(long, value_name = BOOL, env = "SC_BRIDGE", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge")]
-    pub sc_bridge: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SC_BRIDGE", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge", value_parser = flag_bool)]
+    pub sc_bridge: Option<bool>,
 
     /// Bridge bind host [default: 127.0.0.1]
     #[arg(
@@ -316,7 +313,7 @@ pub struct RunArgs {
         env = "SC_BRIDGE_PORT",
         help_heading = "SC-Bridge"
     )]
-    pub sc_bridge_port: Option<String>,
+    pub sc_bridge_port: Option<u16>,
 
     /// Required auth token: clients send {"type":"auth","token":"..."} first. Treat it like an admin password.
     #[arg(
@@ -329,8 +326,8 @@ pub struct RunArgs {
     pub sc_bridge_token: Option<String>,
 
     /// Mirror TTY slash commands over WebSocket ({"type":"cli"}): remote terminal control, keep off for agents [default: 0]
-    #[arg(long, value_name = BOOL, env = "SC_BRIDGE_CLI", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge")]
-    pub sc_bridge_cli: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SC_BRIDGE_CLI", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge", value_parser = flag_bool)]
+    pub sc_bridge_cli: Option<bool>,
 
     /// Default word filter for clients: alpha+beta|gamma = (alpha AND beta) OR gamma.
     #[arg(
@@ -348,11 +345,11 @@ pub struct RunArgs {
         env = "SC_BRIDGE_FILTER_CHANNEL",
         help_heading = "SC-Bridge"
     )]
-    pub sc_bridge_filter_channel: Option<String>,
+    pub sc_bridge_filter_channel: Option<CsvList>,
 
     /// Verbose SC-Bridge logs [default: 0]
-    #[arg(long, value_name = BOOL, env = "SC_BRIDGE_DEBUG", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge")]
-    pub sc_bridge_debug: Option<String>,
+    #[arg(long, value_name = BOOL, env = "SC_BRIDGE_DEBUG", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge", value_parser = flag_bool)]
+    pub sc_bridge_debug: Option<bool>,
 }
 
 /// The bridge part of [`Settings`].
@@ -389,23 +386,14 @@ pub struct Settings {
     pub unavailable: Vec<(&'static str, String, &'static str)>,
 }
 
+/// A free-text flag's value, an empty one counting as absent (as in the reference).
 fn nonempty(v: &Option<String>) -> Option<&str> {
-    v.as_deref().filter(|s| !s.is_empty())
+    v.as_deref().filter(|s| !s.trim().is_empty())
 }
 
-fn int<T: std::str::FromStr>(flag: &str, v: &Option<String>) -> anyhow::Result<Option<T>> {
-    match nonempty(v) {
-        None => Ok(None),
-        Some(s) => {
-            s.trim().parse().map(Some).map_err(|_| {
-                anyhow::anyhow!("--{flag}: expected a non-negative integer, got {s:?}")
-            })
-        }
-    }
-}
-
-fn csv(v: &Option<String>) -> Option<Vec<String>> {
-    nonempty(v).map(parse_csv_list)
+/// A list flag's items as a set (`None` when the flag is absent).
+fn set(v: &Option<CsvList>) -> Option<BTreeSet<String>> {
+    v.as_ref().map(|l| l.0.iter().cloned().collect())
 }
 
 /// A `--sidechannel-welcome` value: welcome_b64, `b64:`, JSON or `@file`.
@@ -426,105 +414,88 @@ impl RunArgs {
     /// Resolves the flags (no I/O besides `@file` welcomes).
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let store_name = nonempty(&self.peer_store_name)
-            .or(self.store_label.as_deref().filter(|s| !s.is_empty()))
+            .or(nonempty(&self.store_label))
             .unwrap_or("peer")
             .to_owned();
 
-        let dht = nonempty(&self.dht_bootstrap)
-            .map(str::to_owned)
-            .or_else(|| {
-                std::env::var("DHT_BOOTSTRAP")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            });
-        let dht_bootstrap = match dht {
-            None => None,
-            Some(raw) => {
-                let nodes = parse_csv_list(&raw);
-                for n in &nodes {
-                    let port = n.rsplit_once(':').map(|(_, p)| p);
-                    if port.is_none_or(|p| p.parse::<u16>().is_err()) {
-                        bail!("--dht-bootstrap: node {n:?} is not HOST:PORT");
-                    }
-                }
-                Some(nodes)
-            }
+        let dht_bootstrap = match &self.dht_bootstrap {
+            Some(nodes) => Some(nodes.0.clone()),
+            None => match std::env::var("DHT_BOOTSTRAP") {
+                Ok(raw) if !raw.trim().is_empty() => Some(
+                    raw.parse::<NodeList>()
+                        .map_err(|e| anyhow::anyhow!("DHT_BOOTSTRAP: {e}"))?
+                        .0,
+                ),
+                _ => None,
+            },
         };
 
+        let defaults = SidechannelConfig::default();
         let mut sc = SidechannelConfig {
-            channels: nonempty(&self.sidechannels)
-                .map(parse_csv_list)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c != ENTRY_CHANNEL)
+            channels: self
+                .sidechannels
+                .iter()
+                .flat_map(|l| l.0.iter())
+                .filter(|c| *c != ENTRY_CHANNEL)
+                .cloned()
                 .collect(),
-            ..SidechannelConfig::default()
+            allow_remote_open: self.sidechannel_allow_remote_open.unwrap_or(true),
+            auto_join_on_open: self.sidechannel_auto_join.unwrap_or(false),
+            pow_enabled: self.sidechannel_pow.unwrap_or(true),
+            pow_difficulty: self
+                .sidechannel_pow_difficulty
+                .unwrap_or(defaults.pow_difficulty),
+            pow_require_entry: self.sidechannel_pow_entry.unwrap_or(false),
+            pow_required_channels: set(&self.sidechannel_pow_channels),
+            max_message_bytes: match self.sidechannel_max_bytes {
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => defaults.max_message_bytes,
+            },
+            rate_bytes_per_second: self
+                .sidechannel_rate_bytes
+                .unwrap_or(defaults.rate_bytes_per_second),
+            rate_burst_bytes: self
+                .sidechannel_rate_burst
+                .unwrap_or(defaults.rate_burst_bytes),
+            max_strikes: self.sidechannel_max_strikes.unwrap_or(defaults.max_strikes),
+            invite_required: self.sidechannel_invite_required.unwrap_or(false),
+            invite_required_channels: set(&self.sidechannel_invite_channels),
+            invite_required_prefixes: self.sidechannel_invite_prefixes.clone().map(|l| l.0),
+            inviter_keys: self
+                .sidechannel_inviter_keys
+                .clone()
+                .map(|l| l.0)
+                .unwrap_or_default(),
+            invite_ttl_ms: match self.sidechannel_invite_ttl {
+                Some(sec) => sec.saturating_mul(1000),
+                None => defaults.invite_ttl_ms,
+            },
+            welcome_required: self.sidechannel_welcome_required.unwrap_or(true),
+            owner_write_only: self.sidechannel_owner_write_only.unwrap_or(false),
+            owner_write_channels: set(&self.sidechannel_owner_write_channels),
+            ..defaults
         };
-        let b = |v: &Option<String>, d: bool| parse_bool(nonempty(v), d);
-        sc.allow_remote_open = b(&self.sidechannel_allow_remote_open, true);
-        sc.auto_join_on_open = b(&self.sidechannel_auto_join, false);
-        sc.pow_enabled = b(&self.sidechannel_pow, true);
-        if let Some(d) = int(
-            "sidechannel-pow-difficulty",
-            &self.sidechannel_pow_difficulty,
-        )? {
-            sc.pow_difficulty = d;
+        for (channel, key) in self.sidechannel_owner.iter().flat_map(|l| l.0.iter()) {
+            sc.owner_keys.insert(channel.clone(), key.to_lowercase());
         }
-        sc.pow_require_entry = b(&self.sidechannel_pow_entry, false);
-        sc.pow_required_channels =
-            csv(&self.sidechannel_pow_channels).map(|v| v.into_iter().collect());
-        if let Some(n) = int("sidechannel-max-bytes", &self.sidechannel_max_bytes)? {
-            sc.max_message_bytes = n;
-        }
-        if let Some(n) = int("sidechannel-rate-bytes", &self.sidechannel_rate_bytes)? {
-            sc.rate_bytes_per_second = n;
-        }
-        if let Some(n) = int("sidechannel-rate-burst", &self.sidechannel_rate_burst)? {
-            sc.rate_burst_bytes = n;
-        }
-        if let Some(n) = int("sidechannel-max-strikes", &self.sidechannel_max_strikes)? {
-            sc.max_strikes = n;
-        }
-        sc.invite_required = b(&self.sidechannel_invite_required, false);
-        sc.invite_required_channels =
-            csv(&self.sidechannel_invite_channels).map(|v| v.into_iter().collect());
-        sc.invite_required_prefixes = csv(&self.sidechannel_invite_prefixes);
-        sc.inviter_keys = csv(&self.sidechannel_inviter_keys).unwrap_or_default();
-        if let Some(sec) = int::<u64>("sidechannel-invite-ttl", &self.sidechannel_invite_ttl)? {
-            sc.invite_ttl_ms = sec.saturating_mul(1000);
-        }
-        sc.welcome_required = b(&self.sidechannel_welcome_required, true);
-        sc.owner_write_only = b(&self.sidechannel_owner_write_only, false);
-        sc.owner_write_channels =
-            csv(&self.sidechannel_owner_write_channels).map(|v| v.into_iter().collect());
-        if let Some(raw) = nonempty(&self.sidechannel_owner) {
-            for (channel, key) in parse_key_value_list(raw) {
-                sc.owner_keys
-                    .insert(channel.trim().to_owned(), key.trim().to_lowercase());
-            }
-        }
-        if let Some(raw) = nonempty(&self.sidechannel_welcome) {
-            for (channel, value) in parse_key_value_list(raw) {
-                let welcome = welcome_value(&value)
-                    .with_context(|| format!("--sidechannel-welcome: channel {channel:?}"))?;
-                sc.welcome_by_channel
-                    .insert(channel.trim().to_owned(), welcome);
-            }
+        for (channel, value) in self.sidechannel_welcome.iter().flat_map(|l| l.0.iter()) {
+            let welcome = welcome_value(value)
+                .with_context(|| format!("--sidechannel-welcome: channel {channel:?}"))?;
+            sc.welcome_by_channel.insert(channel.clone(), welcome);
         }
 
         let decisions = Decisions {
-            allow_remote_open: nonempty(&self.sidechannel_allow_remote_open)
-                .map(|v| parse_bool(Some(v), true)),
-            auto_join: nonempty(&self.sidechannel_auto_join).map(|v| parse_bool(Some(v), false)),
-            rate_bytes: int("sidechannel-rate-bytes", &self.sidechannel_rate_bytes)?,
-            rate_burst: int("sidechannel-rate-burst", &self.sidechannel_rate_burst)?,
-            max_strikes: int("sidechannel-max-strikes", &self.sidechannel_max_strikes)?,
-            max_bytes: int("sidechannel-max-bytes", &self.sidechannel_max_bytes)?,
-            timer: nonempty(&self.timer).map(|v| parse_bool(Some(v), false)),
+            allow_remote_open: self.sidechannel_allow_remote_open,
+            auto_join: self.sidechannel_auto_join,
+            rate_bytes: self.sidechannel_rate_bytes,
+            rate_burst: self.sidechannel_rate_burst,
+            max_strikes: self.sidechannel_max_strikes,
+            max_bytes: self.sidechannel_max_bytes,
+            timer: self.timer,
             ..Decisions::default()
         };
 
-        let bridge = if b(&self.sc_bridge, false) {
+        let bridge = if self.sc_bridge.unwrap_or(false) {
             let Some(token) = nonempty(&self.sc_bridge_token) else {
                 bail!("SC-Bridge requires --sc-bridge-token (auth is mandatory).");
             };
@@ -532,18 +503,12 @@ impl RunArgs {
                 host: nonempty(&self.sc_bridge_host)
                     .unwrap_or("127.0.0.1")
                     .to_owned(),
-                port: match nonempty(&self.sc_bridge_port) {
-                    None => DEFAULT_PORT,
-                    Some(p) => p
-                        .trim()
-                        .parse()
-                        .map_err(|_| anyhow::anyhow!("--sc-bridge-port: not a port: {p:?}"))?,
-                },
+                port: self.sc_bridge_port.unwrap_or(DEFAULT_PORT),
                 token: token.to_owned(),
-                cli: b(&self.sc_bridge_cli, false),
+                cli: self.sc_bridge_cli.unwrap_or(false),
                 filter: self.sc_bridge_filter.clone().unwrap_or_default(),
-                filter_channels: csv(&self.sc_bridge_filter_channel),
-                debug: b(&self.sc_bridge_debug, false),
+                filter_channels: self.sc_bridge_filter_channel.clone().map(|l| l.0),
+                debug: self.sc_bridge_debug.unwrap_or(false),
             })
         } else {
             None
@@ -551,44 +516,30 @@ impl RunArgs {
 
         let mut unavailable = Vec::new();
         const MSB: &str = "no settlement (MSB) plane yet";
-        let subnet_bootstrap = match nonempty(&self.subnet_bootstrap) {
-            Some(v) => {
-                let key: [u8; 32] = hex::decode(v.trim())
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "Invalid --subnet-bootstrap. Provide 32-byte hex (64 chars)."
-                        )
-                    })?;
-                Some(key)
-            }
-            None => None,
-        };
         if let Some(v) = nonempty(&self.msb_store_name) {
             unavailable.push(("--msb-store-name", v.to_owned(), MSB));
         }
-        if let Some(v) = nonempty(&self.msb_stores_directory) {
-            unavailable.push(("--msb-stores-directory", v.to_owned(), MSB));
+        if let Some(v) = &self.msb_stores_directory {
+            unavailable.push(("--msb-stores-directory", v.display().to_string(), MSB));
         }
-        if let Some(v) = nonempty(&self.msb_dht_bootstrap) {
-            unavailable.push(("--msb-dht-bootstrap", v.to_owned(), MSB));
+        if let Some(v) = &self.msb_dht_bootstrap {
+            unavailable.push(("--msb-dht-bootstrap", v.to_string(), MSB));
         }
 
         Ok(Settings {
             store_name,
             stores_dir: self.peer_stores_directory.clone(),
-            store_durability: Durability::from_sync_flag(b(&self.peer_store_sync, false)),
+            store_durability: Durability::from_sync_flag(self.peer_store_sync.unwrap_or(false)),
             dht_bootstrap,
             sidechannel: sc,
             decisions,
-            quiet: b(&self.sidechannel_quiet, false),
-            debug: b(&self.sidechannel_debug, false),
+            quiet: self.sidechannel_quiet.unwrap_or(false),
+            debug: self.sidechannel_debug.unwrap_or(false),
             bridge,
             subnet_channel: nonempty(&self.subnet_channel)
                 .unwrap_or("trac-peer-subnet")
                 .to_owned(),
-            subnet_bootstrap,
+            subnet_bootstrap: self.subnet_bootstrap.map(|k| k.0),
             timer: false,
             unavailable,
         })
@@ -1013,10 +964,18 @@ mod tests {
         run: RunArgs,
     }
 
+    fn try_parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        T::try_parse_from(std::iter::once("intercom").chain(args.iter().copied())).map(|t| t.run)
+    }
+
     fn parse(args: &[&str]) -> RunArgs {
-        T::try_parse_from(std::iter::once("intercom").chain(args.iter().copied()))
-            .unwrap()
-            .run
+        try_parse(args).unwrap()
+    }
+
+    /// The flag's name and the bad value are in clap's refusal.
+    fn refused(args: &[&str], flag: &str) {
+        let e = try_parse(args).unwrap_err().to_string();
+        assert!(e.contains(flag), "{args:?}: {e}");
     }
 
     #[test]
@@ -1114,13 +1073,18 @@ mod tests {
         assert!(bad.is_err());
         let e = parse(&["--sc-bridge", "1"]).settings().unwrap_err();
         assert!(e.to_string().contains("--sc-bridge-token"), "{e}");
-        assert!(parse(&["--sidechannel-max-bytes", "12k"])
-            .settings()
-            .is_err());
-        assert!(parse(&["--subnet-bootstrap", "abc"]).settings().is_err());
-        assert!(parse(&["--dht-bootstrap", "nohostport"])
-            .settings()
-            .is_err());
+        refused(
+            &["--sidechannel-max-bytes", "12k"],
+            "--sidechannel-max-bytes",
+        );
+        refused(&["--subnet-bootstrap", "abc"], "--subnet-bootstrap");
+        refused(&["--dht-bootstrap", "nohostport"], "--dht-bootstrap");
+        refused(&["--sc-bridge-port", "70000"], "--sc-bridge-port");
+        refused(&["--sidechannel-pow", "maybe"], "--sidechannel-pow");
+        refused(
+            &["--sidechannel-pow-difficulty", "33"],
+            "--sidechannel-pow-difficulty",
+        );
         let s = parse(&[
             "--subnet-bootstrap",
             &"A".repeat(64),

@@ -16,6 +16,8 @@ use intercom_contracts::Contract;
 use intercom_stores::{Durability, KvStore, PeerStore};
 use serde_json::json;
 
+use crate::cli_values::Hex32;
+
 /// `intercom subnet ...`
 #[derive(Debug, clap::Args)]
 pub struct SubnetArgs {
@@ -43,7 +45,7 @@ enum SubnetCommand {
         subnet_channel: String,
         /// The subnet's bootstrap writer key (default: this peer's own writer key).
         #[arg(long, env = "SUBNET_BOOTSTRAP")]
-        subnet_bootstrap: Option<String>,
+        subnet_bootstrap: Option<Hex32>,
     },
     /// Checks a proof from `/get --key K --proof 1` (or the bridge's `get` with
     /// `"proof": true`); exits 0 and prints the proven value, or exits 1 saying why not.
@@ -54,7 +56,7 @@ enum SubnetCommand {
         /// The state root you trust (hex), e.g. the confirmed root several peers report;
         /// without it the proof is checked against the root it names.
         #[arg(long)]
-        root: Option<String>,
+        root: Option<Hex32>,
     },
 }
 
@@ -75,8 +77,7 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
             )?;
             let kv: Arc<dyn KvStore> = store.shared_kv();
             let bootstrap = match subnet_bootstrap {
-                Some(hex) => intercom_subnet::apply::parse_key(&hex)
-                    .context("--subnet-bootstrap must be 64 hex characters")?,
+                Some(key) => key.0,
                 // The log key is the manifest hash of the writer key pair.
                 None => intercom_log::default_key(
                     &crate::run_cli::writer_keypair(kv.as_ref())?.public_key,
@@ -119,15 +120,7 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
                 serde_json::from_str(text.trim()).context("the proof is not JSON")?;
             // A bridge reply wraps the proof in its `get` answer; take either.
             let value = value.get("result").cloned().unwrap_or(value);
-            let trusted = match root {
-                Some(hex_root) => Some(
-                    hex::decode(&hex_root)
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .context("--root must be 64 hex characters")?,
-                ),
-                None => None,
-            };
+            let trusted = root.map(|r| r.0);
             match intercom_subnet::state::verify_proof_json(&value, trusted.as_ref()) {
                 Ok(checked) => {
                     println!(

@@ -15,7 +15,8 @@ use intercom_hyperdht::HyperDhtConfig;
 use intercom_swarm::{JoinOptions, Swarm, SwarmConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::dht_cli::{default_host, hex32, parse_nodes};
+use crate::cli_values::Hex32;
+use crate::dht_cli::{default_host, parse_nodes};
 
 /// Bytes read from stdin per message.
 const CHUNK: usize = 64 * 1024;
@@ -40,7 +41,7 @@ enum SwarmOp {
 pub struct PipeArgs {
     /// Topic, 32 bytes as hex.
     #[arg(long)]
-    topic: String,
+    topic: Hex32,
     /// Announce the topic and accept a connection.
     #[arg(long, conflicts_with = "client", required_unless_present = "client")]
     server: bool,
@@ -52,7 +53,7 @@ pub struct PipeArgs {
     dht_bootstrap: Vec<String>,
     /// Key pair seed, 32 bytes as hex (default: a random key pair).
     #[arg(long)]
-    seed: Option<String>,
+    seed: Option<Hex32>,
     /// Send back what arrives instead of reading stdin.
     #[arg(long)]
     echo: bool,
@@ -82,9 +83,9 @@ async fn pipe(args: PipeArgs) -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    let topic = hex32("topic", &args.topic)?;
+    let topic = args.topic.0;
     let key_pair = match &args.seed {
-        Some(s) => KeyPair::from_seed(&hex32("seed", s)?),
+        Some(s) => KeyPair::from_seed(&s.0),
         None => KeyPair::generate(),
     };
     let bootstrap = parse_nodes(&args.dht_bootstrap).await?;

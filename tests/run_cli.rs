@@ -154,10 +154,20 @@ fn every_skill_md_flag_is_accepted() {
         .output()
         .unwrap();
     let mut help = String::from_utf8(help.stdout).unwrap();
-    // The writer-log section names `intercom log ...` flags: those count too.
-    for op in ["append", "get", "info", "serve", "replicate"] {
+    // The writer-log and subnet sections name `intercom log ...` and `intercom subnet ...`
+    // flags: those count too.
+    for tool in [
+        &["log", "append"][..],
+        &["log", "get"],
+        &["log", "info"],
+        &["log", "serve"],
+        &["log", "replicate"],
+        &["subnet", "rebuild"],
+        &["subnet", "verify-proof"],
+    ] {
         let out = intercom(Path::new(env!("CARGO_MANIFEST_DIR")))
-            .args(["log", op, "--help"])
+            .args(tool)
+            .arg("--help")
             .output()
             .unwrap();
         help.push_str(&String::from_utf8(out.stdout).unwrap());
@@ -210,7 +220,7 @@ fn every_skill_md_flag_is_accepted() {
         .collect();
     assert!(
         missing.is_empty(),
-        "SKILL.md names flags `intercom run --help` (and `intercom log`) lacks: {missing:?}"
+        "SKILL.md names flags `intercom run --help` (and `intercom log`, `intercom subnet`) lacks: {missing:?}"
     );
 }
 
