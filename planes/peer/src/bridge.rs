@@ -292,6 +292,12 @@ impl EventSink for BridgeSink {
                 }
                 let detail = match reason {
                     DropReason::Oversize { bytes, max } => Some(format!("{bytes} bytes > {max}")),
+                    DropReason::Stale { age_ms, max_ms } => {
+                        Some(format!("{age_ms} ms old > {max_ms}"))
+                    }
+                    DropReason::FromFuture { ahead_ms, max_ms } => {
+                        Some(format!("{ahead_ms} ms ahead > {max_ms}"))
+                    }
                     _ => None,
                 };
                 self.0.publish(Event::Drop(DropNotice {

@@ -13,7 +13,7 @@
 //!   sidechannel flag lists.
 //! * [`policy`]: [`SidechannelConfig`] (every option, CLI defaults), [`Policy::check`],
 //!   [`Verdict`], [`DropReason`], the token-bucket [`RateLimiter`].
-//! * [`seen`]: the bounded dedupe cache.
+//! * [`seen`]: the dedupe cache, filed by message timestamp and capped.
 //! * [`plane`]: the [`Sidechannel`] state machine.
 //!
 //! # Wire format
@@ -80,11 +80,24 @@
 //! * **Exactly-once delivery**: dedupe keys are the JSON text of `id` (the reference never
 //!   remembers falsy ids and keys object ids by identity, so those were delivered again);
 //!   an id is remembered only once its message is accepted (a copy dropped while the
-//!   channel awaited its welcome no longer burns the id); a duplicate refreshes its
-//!   entry; our own messages coming back through relays are dropped
-//!   ([`DropReason::OwnMessage`]); relays skip the connection a message came from and the
-//!   peers that authored it. Unexpired ids evicted from a full cache are counted in
-//!   [`Stats::seen_evicted_live`].
+//!   channel awaited its welcome no longer burns the id); our own messages coming back
+//!   through relays are dropped ([`DropReason::OwnMessage`]); relays skip the connection a
+//!   message came from and the peers that authored it.
+//! * **A freshness window on `ts`** ([`SidechannelConfig::max_message_age_ms`], 120 s by
+//!   default, `--sidechannel-max-age`): a message stamped longer ago is dropped
+//!   ([`DropReason::Stale`]), one stamped more than
+//!   [`SidechannelConfig::max_clock_skew_ms`] (30 s) ahead of our clock too
+//!   ([`DropReason::FromFuture`]), one without a numeric `ts` as
+//!   [`DropReason::NoTimestamp`]. The reference checks no timestamp, so an old signed
+//!   message could be replayed once its id had left its cache. JS senders stamp
+//!   `Date.now()` (ms since the Unix epoch, our clock too) and relays keep it, so their
+//!   messages pass unless the clocks differ by more than the window or the allowance.
+//! * **A dedupe that a burst cannot flush**: ids are filed by their message's `ts` and kept
+//!   until it leaves the window ([`seen`]), never evicted early; the reference keeps the
+//!   5,000 most recent ids (120 s), so a burst of 5,000 others made any earlier message
+//!   deliverable again. Memory is capped by [`SidechannelConfig::max_seen`]; at the cap
+//!   new messages are dropped ([`DropReason::DedupeFull`], counted in
+//!   [`Stats::seen_refused`]) instead.
 //! * **Receive-side size limit**: payloads over `max_message_bytes` are dropped
 //!   ([`DropReason::Oversize`]; the reference checks only when sending), and are not even
 //!   parsed when the wire size alone is too big.

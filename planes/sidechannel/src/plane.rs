@@ -247,14 +247,19 @@ pub struct Stats {
     pub connections: usize,
     /// Dedupe keys held.
     pub seen: usize,
-    /// Unexpired dedupe keys evicted because the cache was full.
-    pub seen_evicted_live: u64,
+    /// Heap bytes of the dedupe keys.
+    pub seen_bytes: usize,
+    /// Ids the full dedupe cache refused (messages dropped as `dedupe_full`, or our own
+    /// sends not remembered); ids inside the window are never evicted.
+    pub seen_refused: u64,
     /// Peer keys remembered as blocked (expired blocks are pruned lazily).
     pub blocked_peers: usize,
     /// Messages delivered to the application.
     pub delivered: u64,
     /// Messages dropped.
     pub dropped: u64,
+    /// Messages dropped, by [`DropReason::code`].
+    pub dropped_by_reason: BTreeMap<&'static str, u64>,
     /// Relayed copies queued.
     pub relayed: u64,
     /// Payloads we originated, counted per peer.
@@ -331,6 +336,9 @@ impl PlaneView for View<'_> {
     fn is_seen(&self, key: &str, now_ms: u64) -> bool {
         self.seen.contains(key, now_ms)
     }
+    fn seen_has_room(&self, now_ms: u64) -> bool {
+        self.seen.has_room(now_ms)
+    }
     fn is_welcomed(&self, channel: &str) -> bool {
         self.welcomed.contains(channel)
     }
@@ -387,7 +395,7 @@ impl Sidechannel {
         let mut seed = [0u8; 8];
         intercom_crypto::random_bytes(&mut seed);
         let mut plane = Sidechannel {
-            seen: SeenCache::new(cfg.max_seen, cfg.seen_ttl_ms),
+            seen: SeenCache::new(cfg.max_seen, cfg.max_message_age_ms),
             policy,
             keypair,
             channels: BTreeSet::new(),
@@ -473,7 +481,8 @@ impl Sidechannel {
             channels: self.channels.iter().cloned().collect(),
             connections: self.conns.len(),
             seen: self.seen.len(),
-            seen_evicted_live: self.seen.evicted_live(),
+            seen_bytes: self.seen.heap_bytes(),
+            seen_refused: self.seen.refused(),
             blocked_peers: self.blocked_keys.len(),
             ..self.stats.clone()
         }
@@ -689,10 +698,18 @@ impl Sidechannel {
             }
             return;
         };
-        self.apply(now_ms, conn, &channel, &remote_key, &verdict);
+        if !self.apply(now_ms, conn, &channel, &remote_key, &verdict) {
+            // The policy saw room in the dedupe cache; should it be full after all, the
+            // message is not delivered without its id remembered.
+            self.report_drop(&channel, conn, DropReason::DedupeFull);
+            return;
+        }
         let from = payload.from_key();
         match &verdict.action {
             Action::Drop(reason) => {
+                if *reason == DropReason::DedupeFull {
+                    self.seen.note_refused();
+                }
                 tracing::debug!(%conn, channel, reason = reason.code(), "sidechannel drop");
                 self.report_drop(&channel, conn, reason.clone());
                 return;
@@ -741,6 +758,7 @@ impl Sidechannel {
         }
     }
 
+    /// Applies the verdict's effects; `false` when its id could not be remembered.
     fn apply(
         &mut self,
         now_ms: u64,
@@ -748,7 +766,7 @@ impl Sidechannel {
         channel: &str,
         remote_key: &str,
         verdict: &Verdict,
-    ) {
+    ) -> bool {
         let fx = &verdict.effects;
         if let Some(l) = &fx.limiter {
             let newly_blocked = l.blocked_until > now_ms
@@ -776,9 +794,10 @@ impl Sidechannel {
                 authorized_here = true;
             }
         }
-        if let Some(key) = &fx.seen {
-            self.seen.insert(key.clone(), now_ms);
-        }
+        let remembered = match &fx.seen {
+            Some((key, ts)) => self.seen.insert(key, *ts, now_ms),
+            None => true,
+        };
         if authorized_here {
             self.push(Output::Event(SidechannelEvent::PeerAuthorized {
                 channel: channel.to_owned(),
@@ -789,6 +808,7 @@ impl Sidechannel {
             // authorised afterwards would never get it, so send it now.
             self.send_welcome(now_ms, conn, channel);
         }
+        remembered
     }
 
     fn remember_welcome(&mut self, channel: &str, welcome: &Value) {
@@ -866,6 +886,11 @@ impl Sidechannel {
 
     fn report_drop(&mut self, channel: &str, conn: ConnId, reason: DropReason) {
         self.stats.dropped += 1;
+        *self
+            .stats
+            .dropped_by_reason
+            .entry(reason.code())
+            .or_default() += 1;
         self.push(Output::Event(SidechannelEvent::Dropped {
             channel: channel.to_owned(),
             conn,
@@ -997,7 +1022,9 @@ impl Sidechannel {
     }
 
     fn send_control(&mut self, now_ms: u64, conn: ConnId, channel: &str, p: &Payload) {
-        self.seen.insert(p.dedupe_key(channel), now_ms);
+        // Our own ids only guard against our copies coming back, which `OwnMessage`
+        // catches anyway: a full cache may refuse them.
+        self.seen.insert(&p.dedupe_key(channel), now_ms, now_ms);
         self.stats.sent += 1;
         self.push(Output::Send {
             conn,
@@ -1185,7 +1212,7 @@ impl Sidechannel {
         }
         let is_auth = p.control() == Some("auth");
         let (peers, unauthorized, not_open) = self.targets(now_ms, &channel, is_auth);
-        self.seen.insert(p.dedupe_key(&channel), now_ms);
+        self.seen.insert(&p.dedupe_key(&channel), now_ms, now_ms);
         if peers.is_empty() {
             return Err(SendError::NoPeers {
                 unauthorized,

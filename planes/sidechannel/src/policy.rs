@@ -7,8 +7,9 @@
 //! anything, and takes the time as an argument, so every rule is unit-testable on its own.
 //!
 //! ```text
-//! blocked -> oversize -> malformed -> invite -> pow -> rate -> channel -> owner-only
-//!   -> signature -> own message -> duplicate -> welcome (embedded / awaiting)
+//! blocked -> oversize -> malformed -> fresh -> invite -> pow -> rate -> channel
+//!   -> owner-only -> signature -> own message -> duplicate / dedupe full
+//!   -> welcome (embedded / awaiting)
 //!   -> open_channel | auth | deliver                      -> relay (ttl > 0, not auth/welcome)
 //! ```
 
@@ -38,10 +39,22 @@ pub struct SidechannelConfig {
     pub relay_enabled: bool,
     /// TTL of messages we originate; relayed TTLs are capped to it.
     pub relay_ttl: u32,
-    /// Message ids remembered for deduplication.
+    /// Most message ids remembered for deduplication at once: a hard memory cap (about
+    /// 19-39 bytes per id). When it is reached new messages are dropped
+    /// ([`DropReason::DedupeFull`]) rather than forgetting ids still inside the freshness
+    /// window. The default (1,048,576 ids, at most ~40 MiB) holds the window's traffic of
+    /// ~26 connections sending at the default rate limit, minimum-size messages (each at
+    /// least ~250 bytes signed, so at most 256 messages/s and 39,400 ids per window per
+    /// connection); well-formed payloads are ~450 bytes and more.
     pub max_seen: usize,
-    /// How long a message id is remembered, ms.
-    pub seen_ttl_ms: u64,
+    /// Freshness window, ms (`--sidechannel-max-age` × 1000): a message whose `ts` is older
+    /// than this is dropped ([`DropReason::Stale`]), and an accepted id is remembered
+    /// until its `ts` is this old, so within the window no copy is delivered twice. Not in
+    /// the JS peer (which checks no timestamp and remembers ids 120 s after arrival).
+    pub max_message_age_ms: u64,
+    /// How far a message's `ts` may be ahead of our clock, ms, before it is dropped
+    /// ([`DropReason::FromFuture`]): the clock-skew allowance between peers.
+    pub max_clock_skew_ms: u64,
     /// Inbound budget per connection, bytes per second; 0 disables rate limiting.
     pub rate_bytes_per_second: u64,
     /// Token-bucket burst, bytes.
@@ -99,6 +112,12 @@ pub struct SidechannelConfig {
 
 /// Seven days, the CLI's default invite lifetime.
 pub const DEFAULT_INVITE_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Default freshness window: 120 s, the JS peer's dedupe lifetime.
+pub const DEFAULT_MAX_MESSAGE_AGE_MS: u64 = 120_000;
+/// Default clock-skew allowance for timestamps ahead of ours: 30 s.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: u64 = 30_000;
+/// Default cap on remembered message ids (see [`SidechannelConfig::max_seen`]).
+pub const DEFAULT_MAX_SEEN: usize = 1 << 20;
 
 impl Default for SidechannelConfig {
     fn default() -> Self {
@@ -110,8 +129,9 @@ impl Default for SidechannelConfig {
             auto_join_on_open: false,
             relay_enabled: true,
             relay_ttl: 3,
-            max_seen: 5_000,
-            seen_ttl_ms: 120_000,
+            max_seen: DEFAULT_MAX_SEEN,
+            max_message_age_ms: DEFAULT_MAX_MESSAGE_AGE_MS,
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
             rate_bytes_per_second: 64_000,
             rate_burst_bytes: 256_000,
             max_strikes: 3,
@@ -190,6 +210,9 @@ impl Policy {
             if v == 0 {
                 return Err(ConfigError::ZeroLimit(name));
             }
+        }
+        if cfg.max_message_age_ms == 0 {
+            return Err(ConfigError::ZeroLimit("max_message_age_ms"));
         }
         let self_key = js::trim(self_key).to_lowercase();
         let mut inviters: BTreeSet<String> = cfg
@@ -424,6 +447,22 @@ pub enum DropReason {
     },
     /// Not a `c.json` JSON object.
     Malformed,
+    /// `ts` is not a number (JS senders always stamp `Date.now()`).
+    NoTimestamp,
+    /// `ts` is older than the freshness window (a replay, or a message held back).
+    Stale {
+        /// How old, ms.
+        age_ms: u64,
+        /// The window, ms.
+        max_ms: u64,
+    },
+    /// `ts` is further ahead of our clock than the skew allowance.
+    FromFuture {
+        /// How far ahead, ms.
+        ahead_ms: u64,
+        /// The allowance, ms.
+        max_ms: u64,
+    },
     /// Invite-only channel and neither we nor the sender are authorised.
     Invite,
     /// Missing or insufficient proof of work.
@@ -440,6 +479,9 @@ pub enum DropReason {
     OwnMessage,
     /// A message id already accepted.
     Duplicate,
+    /// The dedupe cache is at its cap with ids still inside the window: the message is
+    /// dropped rather than delivered without a way to recognise its copies.
+    DedupeFull,
     /// A welcome control message whose welcome does not verify.
     InvalidWelcome,
     /// A welcome control message without a welcome.
@@ -465,6 +507,9 @@ impl DropReason {
             DropReason::Blocked => "blocked",
             DropReason::Oversize { .. } => "oversize",
             DropReason::Malformed => "malformed",
+            DropReason::NoTimestamp => "no_timestamp",
+            DropReason::Stale { .. } => "stale",
+            DropReason::FromFuture { .. } => "from_future",
             DropReason::Invite => "invite",
             DropReason::Pow => "pow",
             DropReason::RateLimited => "rate_limited",
@@ -473,6 +518,7 @@ impl DropReason {
             DropReason::BadSignature => "bad_signature",
             DropReason::OwnMessage => "own_message",
             DropReason::Duplicate => "duplicate",
+            DropReason::DedupeFull => "dedupe_full",
             DropReason::InvalidWelcome => "invalid_welcome",
             DropReason::MissingWelcome => "missing_welcome",
             DropReason::AwaitingWelcome => "awaiting_welcome",
@@ -556,8 +602,10 @@ impl Inbound {
 
 /// Read-only view of the plane state the policy consults.
 pub trait PlaneView {
-    /// Whether a message with this dedupe key was accepted within the seen window.
+    /// Whether a message with this dedupe key was accepted within the freshness window.
     fn is_seen(&self, key: &str, now_ms: u64) -> bool;
+    /// Whether the dedupe cache can remember one more id at `now_ms`.
+    fn seen_has_room(&self, now_ms: u64) -> bool;
     /// Whether a valid welcome for `channel` has been verified.
     fn is_welcomed(&self, channel: &str) -> bool;
     /// Whether `key` holds an unexpired invite for `channel`.
@@ -600,8 +648,8 @@ pub struct Effects {
     pub invites: Vec<InviteGrant>,
     /// Welcomes verified (channel, welcome object).
     pub welcomes: Vec<(String, Value)>,
-    /// Dedupe key to remember (or refresh).
-    pub seen: Option<String>,
+    /// Dedupe key to remember, with the message's `ts` (ms) that decides how long.
+    pub seen: Option<(String, u64)>,
 }
 
 /// What to do with an inbound message.
@@ -667,6 +715,30 @@ fn charged_drop(
 }
 
 impl Policy {
+    /// The freshness check: `ts` must be a number no older than `max_message_age_ms` and
+    /// no more than `max_clock_skew_ms` ahead of `now` (JS senders stamp `Date.now()`, the
+    /// same clock as ours: milliseconds since the Unix epoch).
+    pub fn check_fresh(&self, payload: &Payload, now: u64) -> Result<(), DropReason> {
+        let Some(ts) = payload.ts().filter(|t| t.is_finite()) else {
+            return Err(DropReason::NoTimestamp);
+        };
+        let now = now as f64;
+        let (max_age, max_skew) = (self.cfg.max_message_age_ms, self.cfg.max_clock_skew_ms);
+        if ts < now - max_age as f64 {
+            return Err(DropReason::Stale {
+                age_ms: (now - ts) as u64,
+                max_ms: max_age,
+            });
+        }
+        if ts > now + max_skew as f64 {
+            return Err(DropReason::FromFuture {
+                ahead_ms: (ts - now) as u64,
+                max_ms: max_skew,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs the receive checks on one inbound message. Pure: the plane applies
     /// `verdict.effects`.
     pub fn check(&self, msg: &Inbound, ctx: &CheckCtx<'_>) -> Verdict {
@@ -707,6 +779,13 @@ impl Policy {
                 return Verdict::drop(DropReason::Malformed, fx);
             }
         };
+
+        // Freshness (not in the reference): a replayed message older than the window is
+        // refused before any signature or proof-of-work work, and charged like the other
+        // invalid input.
+        if let Err(reason) = self.check_fresh(payload, now) {
+            return charged_drop(reason, limiter, msg, now, cfg, fx);
+        }
 
         // Invite.
         if self.invite_required(channel) {
@@ -783,11 +862,14 @@ impl Policy {
             return Verdict::drop(DropReason::OwnMessage, fx);
         }
 
-        // Duplicate (a hit refreshes the entry so a burst of copies stays suppressed).
+        // Duplicate. Ids are kept until their `ts` leaves the window, so no refresh is
+        // needed; a full cache refuses the message rather than forget a live id.
         let key = payload.dedupe_key(channel);
         if ctx.view.is_seen(&key, now) {
-            fx.seen = Some(key);
             return Verdict::drop(DropReason::Duplicate, fx);
+        }
+        if !ctx.view.seen_has_room(now) {
+            return Verdict::drop(DropReason::DedupeFull, fx);
         }
 
         // Welcome: an embedded one is verified; a welcome control must carry a valid one.
@@ -861,7 +943,9 @@ impl Policy {
             _ if is_auth => Action::Auth,
             _ => Action::Deliver,
         };
-        fx.seen = Some(key);
+        // `check_fresh` passed, so `ts` is a number inside the window.
+        let ts = payload.ts().map_or(now, |t| t.max(0.0) as u64);
+        fx.seen = Some((key, ts));
 
         // Relay: never handshakes, only while TTL remains; TTLs are capped to ours.
         let ttl = payload.ttl();

@@ -1,86 +1,184 @@
-//! The dedupe cache: message ids accepted recently, bounded in count and age.
+//! The dedupe cache: ids of messages accepted within the freshness window, kept until that
+//! window has passed for them, never evicted early.
 //!
-//! Entries expire `ttl_ms` after they were last seen (a duplicate refreshes its entry, so
-//! copies still circulating keep being suppressed); beyond `max` entries the least
-//! recently seen one is evicted. Lookups and inserts are `O(log n)`.
+//! An id is filed under its message's timestamp (`ts`), not under its arrival time, in
+//! buckets of `window / 8`; a bucket is dropped whole once every `ts` it can hold is older
+//! than the window, because from then on the freshness check rejects any copy of those
+//! messages before the dedupe is consulted. So an id is remembered exactly as long as a
+//! copy could still be accepted, whatever else arrives meanwhile: no burst can push it out.
+//!
+//! ```text
+//!   ts:  |--b0--|--b1--|--b2--| ... |--bk--|        buckets of window/8 ms, by ts
+//!        ^ dropped once now >= end(b0) + window
+//! ```
+//!
+//! Memory is bounded by a hard cap on the number of ids (`max`): when it is reached a new
+//! id is refused ([`SeenCache::insert`] returns `false`, the plane drops the message as
+//! `dedupe_full`) rather than forgetting an id still inside the window. Ids are stored as
+//! 16-byte digests (the first half of SHA-256 of the key; a collision needs ~2^64 tries and
+//! costs one message dropped as a duplicate): ~19-39 bytes per id in the hash sets
+//! depending on their fill, see [`SeenCache::heap_bytes`].
+//!
+//! Lookups probe every live bucket (at most ~11 with a 30 s clock-skew allowance).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashSet, VecDeque};
 
-/// Bounded LRU + TTL set of dedupe keys.
+use sha2::{Digest, Sha256};
+
+/// Buckets per window: a finer split frees memory sooner, a coarser one probes fewer sets.
+const BUCKETS_PER_WINDOW: u64 = 8;
+
+/// A remembered id: the first 16 bytes of `SHA-256(key)`.
+type IdDigest = [u8; 16];
+
+fn digest(key: &str) -> IdDigest {
+    let full = Sha256::digest(key.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Bucket {
+    /// `ts / bucket_ms` of every id in it.
+    index: u64,
+    ids: HashSet<IdDigest>,
+}
+
+/// Ids filed by message timestamp, expiring a window after it, capped in count.
 #[derive(Debug, Clone)]
 pub struct SeenCache {
     max: usize,
-    ttl_ms: u64,
-    seq: u64,
-    by_key: HashMap<String, (u64, u64)>,
-    by_age: BTreeMap<(u64, u64), String>,
-    evicted_live: u64,
+    window_ms: u64,
+    bucket_ms: u64,
+    /// Sorted by `index`, ascending.
+    buckets: VecDeque<Bucket>,
+    len: usize,
+    refused: u64,
 }
 
 impl SeenCache {
-    /// A cache holding at most `max` keys for `ttl_ms` each.
-    pub fn new(max: usize, ttl_ms: u64) -> Self {
+    /// A cache holding at most `max` ids, each until `window_ms` after its message's `ts`.
+    pub fn new(max: usize, window_ms: u64) -> Self {
+        let window_ms = window_ms.max(1);
         SeenCache {
             max: max.max(1),
-            ttl_ms,
-            seq: 0,
-            by_key: HashMap::new(),
-            by_age: BTreeMap::new(),
-            evicted_live: 0,
+            window_ms,
+            bucket_ms: (window_ms / BUCKETS_PER_WINDOW).max(1),
+            buckets: VecDeque::new(),
+            len: 0,
+            refused: 0,
         }
     }
 
-    /// Whether `key` was seen within the TTL.
+    /// Whether the bucket may still hold an id a copy of which could be accepted at
+    /// `now_ms`: its last possible `ts` is at most `window_ms` old.
+    fn live(&self, b: &Bucket, now_ms: u64) -> bool {
+        let end = b.index.saturating_add(1).saturating_mul(self.bucket_ms);
+        end.saturating_add(self.window_ms) > now_ms
+    }
+
+    /// Whether `key` is remembered (and not expired at `now_ms`).
     pub fn contains(&self, key: &str, now_ms: u64) -> bool {
-        self.by_key
-            .get(key)
-            .is_some_and(|(at, _)| at.saturating_add(self.ttl_ms) >= now_ms)
+        let d = digest(key);
+        self.buckets
+            .iter()
+            .any(|b| self.live(b, now_ms) && b.ids.contains(&d))
     }
 
-    /// Remembers (or refreshes) `key` at `now_ms`, then drops expired and excess entries.
-    pub fn insert(&mut self, key: String, now_ms: u64) {
-        self.seq += 1;
-        let stamp = (now_ms, self.seq);
-        if let Some(old) = self.by_key.insert(key.clone(), stamp) {
-            self.by_age.remove(&old);
-        }
-        self.by_age.insert(stamp, key);
+    /// Whether one more id fits at `now_ms` (expired buckets do not count).
+    pub fn has_room(&self, now_ms: u64) -> bool {
+        let live: usize = self
+            .buckets
+            .iter()
+            .filter(|b| self.live(b, now_ms))
+            .map(|b| b.ids.len())
+            .sum();
+        live < self.max
+    }
+
+    /// Remembers `key` for the message stamped `ts_ms` (already known: nothing changes).
+    /// `false` when the cap is reached: the id is not remembered, and the caller must not
+    /// deliver the message. `ts_ms` is clamped to `now_ms` from below the window, so an id
+    /// is always kept at least until the window after `now_ms - window_ms`.
+    pub fn insert(&mut self, key: &str, ts_ms: u64, now_ms: u64) -> bool {
         self.purge(now_ms);
-        while self.by_key.len() > self.max {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.by_key.remove(&oldest);
-            self.evicted_live += 1;
+        let d = digest(key);
+        if self.buckets.iter().any(|b| b.ids.contains(&d)) {
+            return true;
         }
+        if self.len >= self.max {
+            self.refused += 1;
+            return false;
+        }
+        let ts = ts_ms.max(now_ms.saturating_sub(self.window_ms));
+        let index = ts / self.bucket_ms;
+        let pos = self.buckets.partition_point(|b| b.index < index);
+        match self.buckets.get_mut(pos) {
+            Some(b) if b.index == index => {
+                b.ids.insert(d);
+            }
+            _ => self.buckets.insert(
+                pos,
+                Bucket {
+                    index,
+                    ids: HashSet::from([d]),
+                },
+            ),
+        }
+        self.len += 1;
+        true
     }
 
-    /// Drops entries older than the TTL.
+    /// Drops the buckets whose every id is older than the window at `now_ms`.
     pub fn purge(&mut self, now_ms: u64) {
-        let cutoff = now_ms.saturating_sub(self.ttl_ms);
-        while let Some(entry) = self.by_age.first_entry() {
-            if entry.key().0 >= cutoff {
+        while let Some(b) = self.buckets.front() {
+            if self.live(b, now_ms) {
                 break;
             }
-            let key = entry.remove();
-            self.by_key.remove(&key);
+            self.len -= b.ids.len();
+            self.buckets.pop_front();
         }
     }
 
-    /// Number of keys held.
+    /// Number of ids held (expired buckets not yet purged included).
     pub fn len(&self) -> usize {
-        self.by_key.len()
+        self.len
     }
 
-    /// Whether no key is held.
+    /// Whether no id is held.
     pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
+        self.len == 0
     }
 
-    /// Unexpired keys evicted because the cache was full (each one a message that could be
-    /// accepted again if a copy arrived later within the TTL).
-    pub fn evicted_live(&self) -> u64 {
-        self.evicted_live
+    /// Counts an id refused by the policy, which saw no room before inserting.
+    pub fn note_refused(&mut self) {
+        self.refused += 1;
+    }
+
+    /// Ids refused because the cache was full (each one a message dropped as `dedupe_full`
+    /// or, for our own sends, not remembered).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Heap bytes of the id sets, from hashbrown's layout: a power-of-two number of slots
+    /// (capacity 7/8 of them, or one less than them below 8), each a 16-byte digest and a
+    /// control byte, plus 16 trailing control bytes. Between 19 and 39 bytes per id.
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets
+            .iter()
+            .map(|b| {
+                let cap = b.ids.capacity();
+                let slots = match cap {
+                    0 => return 0,
+                    1..8 => (cap + 1).next_power_of_two(),
+                    _ => (cap * 8 / 7).next_power_of_two(),
+                };
+                slots * (std::mem::size_of::<IdDigest>() + 1) + 16
+            })
+            .sum::<usize>()
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
     }
 }
 
@@ -88,30 +186,63 @@ impl SeenCache {
 mod tests {
     use super::*;
 
+    const W: u64 = 120_000;
+
     #[test]
-    fn ttl_and_refresh() {
-        let mut c = SeenCache::new(10, 100);
-        c.insert("a".into(), 0);
-        assert!(c.contains("a", 100));
-        assert!(!c.contains("a", 101));
-        c.insert("a".into(), 90);
-        assert!(c.contains("a", 190));
-        c.insert("b".into(), 300);
-        assert!(!c.contains("a", 300));
+    fn an_id_lives_until_its_ts_leaves_the_window() {
+        let mut c = SeenCache::new(10, W);
+        let now = 1_000_000;
+        assert!(c.insert("a", now, now));
+        assert!(c.contains("a", now + W));
+        // Bucket granularity keeps it at most one bucket longer, never shorter.
+        assert!(!c.contains("a", now + W + W / BUCKETS_PER_WINDOW));
+        // Filed by ts, not arrival: an id stamped 100 s ago expires 20 s from now.
+        assert!(c.insert("old", now - 100_000, now));
+        assert!(c.contains("old", now + 19_999));
+        assert!(!c.contains("old", now + 20_000 + W / BUCKETS_PER_WINDOW));
+        // A future ts (clock skew) keeps it longer.
+        assert!(c.insert("future", now + 30_000, now));
+        assert!(c.contains("future", now + 30_000 + W));
+        c.purge(now + 10 * W);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_full_cache_refuses_instead_of_evicting() {
+        let mut c = SeenCache::new(3, W);
+        let now = 5_000_000;
+        for k in ["a", "b", "c"] {
+            assert!(c.insert(k, now, now));
+        }
+        assert!(c.insert("a", now, now), "a known id is not a new one");
+        assert!(!c.has_room(now));
+        assert!(!c.insert("d", now, now));
+        assert_eq!(c.refused(), 1);
+        assert!(["a", "b", "c"].iter().all(|k| c.contains(k, now + W)));
+        assert!(!c.contains("d", now));
+        // Room again once the window has passed for the old ids.
+        let later = now + W + W / BUCKETS_PER_WINDOW;
+        assert!(c.has_room(later));
+        assert!(c.insert("d", later, later));
         assert_eq!(c.len(), 1);
     }
 
     #[test]
-    fn bounded_lru() {
-        let mut c = SeenCache::new(3, 1_000);
-        for (i, k) in ["a", "b", "c"].iter().enumerate() {
-            c.insert((*k).into(), i as u64);
+    fn buckets_stay_sorted_and_memory_is_counted() {
+        let mut c = SeenCache::new(100_000, W);
+        let now = 10_000_000;
+        for i in 0..20_000u64 {
+            // Timestamps spread over the window, out of order.
+            let ts = now - (i * 7_919) % W;
+            assert!(c.insert(&format!("id{i}"), ts, now));
         }
-        c.insert("a".into(), 5); // refresh: b is now the oldest
-        c.insert("d".into(), 6);
-        assert!(!c.contains("b", 6));
-        assert!(c.contains("a", 6) && c.contains("c", 6) && c.contains("d", 6));
-        assert_eq!(c.len(), 3);
-        assert_eq!(c.evicted_live(), 1);
+        assert!(c
+            .buckets
+            .iter()
+            .zip(c.buckets.iter().skip(1))
+            .all(|(a, b)| a.index < b.index));
+        assert_eq!(c.len(), 20_000);
+        let per_id = c.heap_bytes() as f64 / 20_000.0;
+        assert!((17.0..=40.0).contains(&per_id), "{per_id} bytes per id");
     }
 }

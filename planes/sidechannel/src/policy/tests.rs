@@ -19,6 +19,7 @@ const NOW: u64 = 1_700_000_000_000;
 #[derive(Default)]
 struct MockView {
     seen: BTreeSet<String>,
+    seen_full: bool,
     welcomed: BTreeSet<String>,
     invited: BTreeSet<(String, String)>,
     local: BTreeSet<String>,
@@ -27,6 +28,9 @@ struct MockView {
 impl PlaneView for MockView {
     fn is_seen(&self, key: &str, _: u64) -> bool {
         self.seen.contains(key)
+    }
+    fn seen_has_room(&self, _: u64) -> bool {
+        !self.seen_full
     }
     fn is_welcomed(&self, channel: &str) -> bool {
         self.welcomed.contains(channel)
@@ -106,8 +110,10 @@ fn defaults_match_the_reference_cli() {
     assert!(!d.auto_join_on_open);
     assert!(d.relay_enabled);
     assert_eq!(d.relay_ttl, 3);
-    assert_eq!(d.max_seen, 5_000);
-    assert_eq!(d.seen_ttl_ms, 120_000);
+    // Not in the reference (5,000 ids for 120 s there): the freshness window and a cap.
+    assert_eq!(d.max_seen, 1_048_576);
+    assert_eq!(d.max_message_age_ms, 120_000);
+    assert_eq!(d.max_clock_skew_ms, 30_000);
     assert_eq!(d.rate_bytes_per_second, 64_000);
     assert_eq!(d.rate_burst_bytes, 256_000);
     assert_eq!(d.max_strikes, 3);
@@ -156,6 +162,10 @@ fn config_validation() {
         ConfigError::EmptyEntryChannel
     );
     assert_eq!(bad(|c| c.max_seen = 0), ConfigError::ZeroLimit("max_seen"));
+    assert_eq!(
+        bad(|c| c.max_message_age_ms = 0),
+        ConfigError::ZeroLimit("max_message_age_ms")
+    );
 }
 
 #[test]
@@ -498,18 +508,89 @@ fn own_messages_are_dropped() {
 }
 
 #[test]
-fn duplicates_are_dropped_and_refreshed() {
+fn duplicates_are_dropped_and_a_full_dedupe_refuses_new_ids() {
     let p = policy_with(|_| {});
     let k = kp(1);
     let m = msg_from(&k, "x", json!("hi"), None);
     let mut view = MockView::default();
     let v = run(&p, &view, "x", "ab", &m);
     assert_eq!(v.action, Action::Deliver);
-    let key = v.effects.seen.clone().unwrap();
-    view.seen.insert(key.clone());
+    // Remembered with the message's own timestamp, which decides how long.
+    let (key, ts) = v.effects.seen.clone().unwrap();
+    assert_eq!(ts, NOW);
+    view.seen.insert(key);
     let v = run(&p, &view, "x", "ab", &m);
     assert_eq!(reason(&v), Some("duplicate"));
-    assert_eq!(v.effects.seen, Some(key));
+    assert_eq!(v.effects.seen, None, "ids are not refreshed");
+    // Full: a new id is dropped instead of delivered unremembered.
+    let full = MockView {
+        seen_full: true,
+        ..MockView::default()
+    };
+    let v = run(&p, &full, "x", "ab", &m);
+    assert_eq!(v.drop_reason(), Some(&DropReason::DedupeFull));
+    assert_eq!(v.effects.seen, None);
+}
+
+/// A payload stamped `ts` (signed, so only the freshness rule can refuse it).
+fn stamped(ts: Value) -> Inbound {
+    let mut m = msg_from(&kp(1), "x", json!("hi"), None);
+    m.as_map_mut().insert("ts".into(), ts);
+    crate::payload::sign(&mut m, &kp(1));
+    inbound(&m)
+}
+
+#[test]
+fn freshness_window_and_clock_skew() {
+    let p = policy_with(|_| {});
+    let view = MockView::default();
+    let at = |ts: Value| run_with(&p, &view, "x", "ab", None, &stamped(ts));
+    // Inside: up to the window back, up to the skew allowance ahead.
+    for ts in [NOW, NOW - 120_000, NOW + 30_000, NOW - 1] {
+        assert_eq!(at(json!(ts)).action, Action::Deliver, "ts {ts}");
+    }
+    // A fractional ts (JS numbers) inside the window is fine too.
+    assert_eq!(at(json!(NOW as f64 - 0.5)).action, Action::Deliver);
+    let v = at(json!(NOW - 120_001));
+    assert_eq!(
+        v.drop_reason(),
+        Some(&DropReason::Stale {
+            age_ms: 120_001,
+            max_ms: 120_000
+        })
+    );
+    assert_eq!(v.drop_reason().map(DropReason::code), Some("stale"));
+    assert!(
+        v.effects.limiter.is_some(),
+        "charged like other invalid input"
+    );
+    assert_eq!(
+        at(json!(NOW + 30_001)).drop_reason(),
+        Some(&DropReason::FromFuture {
+            ahead_ms: 30_001,
+            max_ms: 30_000
+        })
+    );
+    for ts in [json!(null), json!("1700000000000"), json!({})] {
+        assert_eq!(at(ts).drop_reason(), Some(&DropReason::NoTimestamp));
+    }
+    let mut unstamped = msg_from(&kp(1), "x", json!("hi"), None);
+    unstamped.as_map_mut().remove("ts");
+    assert_eq!(
+        run(&p, &view, "x", "ab", &unstamped).drop_reason(),
+        Some(&DropReason::NoTimestamp)
+    );
+    // Configurable both ways.
+    let wide = policy_with(|c| {
+        c.max_message_age_ms = 600_000;
+        c.max_clock_skew_ms = 0;
+    });
+    let at = |ts: u64| run_with(&wide, &view, "x", "ab", None, &stamped(json!(ts)));
+    assert_eq!(at(NOW - 500_000).action, Action::Deliver);
+    assert_eq!(
+        at(NOW + 1).drop_reason().map(DropReason::code),
+        Some("from_future")
+    );
 }
 
 #[test]
