@@ -21,6 +21,9 @@ pub enum ErrorCode {
     AuthTimeout,
     /// Too many failed `auth` attempts on one connection; the connection is closed.
     TooManyAuthFailures,
+    /// The token was right but every authenticated client slot (`max_clients`) is taken; the connection is
+    /// closed (1013, try again later).
+    TooManyClients,
     /// The frame was not valid JSON (or a binary frame was not UTF-8).
     InvalidJson,
     /// The JSON value was not an object.
@@ -75,6 +78,12 @@ pub enum ErrorCode {
     SubnetDenied,
     /// Any other subnet failure.
     SubnetFailed,
+    /// A field of the command has the wrong type or is out of range (the message names it).
+    InvalidField,
+    /// The peer keeps no inbox (`--inbox 0`).
+    InboxUnavailable,
+    /// The inbox could not answer (a store failure, or too many agents).
+    InboxFailed,
     /// A code this version does not know (forward compatibility when parsing).
     #[serde(other)]
     Other,
@@ -88,6 +97,7 @@ impl ErrorCode {
             ErrorCode::AuthNotEnabled => "auth_not_enabled",
             ErrorCode::AuthTimeout => "auth_timeout",
             ErrorCode::TooManyAuthFailures => "too_many_auth_failures",
+            ErrorCode::TooManyClients => "too_many_clients",
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidMessage => "invalid_message",
             ErrorCode::UnknownType => "unknown_type",
@@ -115,6 +125,9 @@ impl ErrorCode {
             ErrorCode::InvalidOperation => "invalid_operation",
             ErrorCode::SubnetDenied => "subnet_denied",
             ErrorCode::SubnetFailed => "subnet_failed",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::InboxUnavailable => "inbox_unavailable",
+            ErrorCode::InboxFailed => "inbox_failed",
             ErrorCode::Other => "other",
         }
     }
@@ -136,6 +149,12 @@ pub enum BridgeError {
     /// A configuration value is out of range.
     #[error("invalid SC-Bridge config: {0}")]
     InvalidConfig(&'static str),
+    /// The token is too easy to guess (see [`check_token`](crate::check_token) for the rule).
+    #[error("SC-Bridge token refused: {0}. Use at least 16 random bytes: {suggestion}.", suggestion = crate::token::TOKEN_SUGGESTION)]
+    WeakToken(#[from] crate::token::WeakToken),
+    /// An `--sc-bridge-origin` entry is not an origin.
+    #[error("invalid --sc-bridge-origin: {0}")]
+    InvalidOrigin(#[from] crate::origin::InvalidOrigin),
     /// Binding the listening socket failed.
     #[error("SC-Bridge failed to bind {addr}: {source}")]
     Bind {
@@ -153,6 +172,8 @@ impl BridgeError {
         match self {
             BridgeError::MissingToken => "missing_token",
             BridgeError::InvalidConfig(_) => "invalid_config",
+            BridgeError::WeakToken(_) => "weak_token",
+            BridgeError::InvalidOrigin(_) => "invalid_origin",
             BridgeError::Bind { .. } => "bind_failed",
         }
     }
@@ -179,6 +200,14 @@ pub enum BackendError {
     #[error("{message}")]
     Subnet {
         /// One of the `subnet_*` / `invalid_operation` codes.
+        code: ErrorCode,
+        /// What went wrong, for the agent.
+        message: String,
+    },
+    /// An inbox command failed: the code to report and the message.
+    #[error("{message}")]
+    Inbox {
+        /// `inbox_unavailable`, `inbox_failed` or `invalid_field`.
         code: ErrorCode,
         /// What went wrong, for the agent.
         message: String,

@@ -18,10 +18,10 @@
 //! # Usage
 //!
 //! ```no_run
-//! # async fn demo(backend: impl intercom_sc_bridge::Backend) -> Result<(), intercom_sc_bridge::BridgeError> {
+//! # async fn demo(backend: impl intercom_sc_bridge::Backend) -> Result<(), Box<dyn std::error::Error>> {
 //! use intercom_sc_bridge::{Bridge, BridgeConfig, SidechannelMessage};
 //! let bridge = Bridge::bind(
-//!     BridgeConfig { token: Some("s3cret".into()), ..BridgeConfig::default() },
+//!     BridgeConfig { token: Some(std::fs::read_to_string("token.txt")?.trim().into()), ..BridgeConfig::default() },
 //!     backend,
 //! )
 //! .await?;
@@ -71,17 +71,34 @@
 //!
 //! Bounds the JS bridge does not have (each failure has a code and, where the connection is closed, a close code):
 //! * `max_frame_bytes` (default 1 MiB + 64 KiB): a larger frame or message gets `frame_too_large`, then close 1009.
-//! * `max_clients` (default 256): further TCP connections are closed immediately, before the handshake.
+//! * `max_clients` (default 256) authenticated clients: a right token beyond it gets `too_many_clients`, then close
+//!   1013. Unauthenticated connections never take these slots.
+//! * `max_pending` (default 64) unauthenticated connections, counted from the TCP accept (upgraded or not): when
+//!   full, the oldest pending connection of the source (IPv4 address or IPv6 /64) holding the most is closed to
+//!   admit the new one, so idle connections cannot lock agents out. A pending connection has no writer task or
+//!   queue and may send at most `pre_auth_bytes` (64 KiB, its upgrade request included) before it authenticates.
+//! * `auth_throttle`: wrong tokens are charged to token buckets per source (50/s, burst 50) and global (200/s,
+//!   burst 200); while a bucket is empty, `auth` requests wait (in arrival order, one queue per source, so a
+//!   throttled source does not hold up others) before their token is compared. A right token is never charged.
+//!   Failures, throttling, evictions and refused origins are logged as warnings, at most one per kind per 10 s.
+//! * `Origin` allow-list ([`OriginPolicy`]): upgrades without `Origin` (local agents) are accepted, browser origins
+//!   only when listed in `allowed_origins` (`--sc-bridge-origin`); others get HTTP 403.
+//! * Tokens are checked at [`Bridge::bind`] by [`check_token`] (at least 16 bytes, 8 distinct characters and an
+//!   estimated 128 bits): a weak token is refused with [`BridgeError::WeakToken`].
+//! * Binding a non-loopback address logs a warning.
 //! * `outbound_queue` (default 16,384 frames), `outbound_queue_bytes` (16 MiB) and `write_timeout` (10 s): a client
 //!   that stops reading is disconnected once its queue is full instead of buffering without bound (what its socket
 //!   still takes within 2 s is followed by an `error` with code `slow_consumer` and close 1013); other clients are
 //!   never delayed by it.
-//! * `auth_timeout` (30 s): unauthenticated clients get `auth_timeout`, then close 1008.
+//! * `auth_timeout` (5 s from the TCP accept; the upgrade itself must finish within `handshake_timeout`, 3 s):
+//!   unauthenticated clients get `auth_timeout`, then close 1008.
 //! * `max_auth_failures` (5): after that many wrong tokens the connection is closed (1008).
 //! * `rate_limit` (50,000/s, burst 20,000, per client; a guard against runaway loops, high enough for bursts at full
 //!   sidechannel speed): extra commands get `rate_limited` and are not executed.
 //! * `max_subscriptions` (1024): a `subscribe` that would exceed it gets `too_many_channels`.
-//! * `handshake_timeout` (10 s) and `backend_timeout` (60 s, then a `timeout` error).
+//! * `backend_timeout` (60 s, then a `timeout` error).
+//!
+//! [`Bridge::guard_stats`] counts what these guards did.
 //!
 //! Behaviour changes:
 //! * On shutdown every client gets an `error` with code `shutting_down`, then close 1001.
@@ -111,21 +128,27 @@
 mod backend;
 mod error;
 pub mod filter;
+mod guard;
+pub mod origin;
 pub mod protocol;
 mod server;
 mod session;
+pub mod token;
 
 pub use backend::{
     Backend, Identity, JoinRequest, OpenRequest, SendReport, SendRequest, SubnetRequest, Unattached,
 };
 pub use error::{BackendError, BridgeError, ErrorCode};
 pub use filter::{Filter, FilterScope};
+pub use guard::AuthThrottleConfig;
+pub use origin::{normalize_origin, own_origins, InvalidOrigin, OriginPolicy, OriginVerdict};
 pub use protocol::{
     CliReply, CliResult, ClientMessage, DropNotice, ErrorReply, Event, Hello, Request,
     ServerMessage, SidechannelMessage, Stats,
 };
 pub use server::{
-    Bridge, BridgeConfig, PublishReport, Publisher, RateLimit, DEFAULT_MAX_FRAME_BYTES,
+    Bridge, BridgeConfig, GuardStats, PublishReport, Publisher, RateLimit, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_PORT,
 };
 pub use session::constant_time_eq;
+pub use token::{check_token, WeakToken, TOKEN_SUGGESTION};
