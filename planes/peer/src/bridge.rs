@@ -8,7 +8,7 @@ use intercom_sidechannel::{DropReason, JoinError, SendError, SidechannelEvent};
 use intercom_subnet::{SubnetError, SubnetHandle};
 use serde_json::{json, Map, Value};
 
-use crate::cli::Dispatcher;
+use crate::cli::{BridgeCliPolicy, Dispatcher};
 use crate::events::{EventSink, PeerEvent};
 use crate::runtime::{now_ms, PeerError, PeerHandle};
 
@@ -40,8 +40,15 @@ impl PeerBackend {
     }
 
     /// Serves the bridge's `cli` command with `dispatcher` (only called by the bridge when
-    /// `--sc-bridge-cli 1`).
+    /// `--sc-bridge-cli 1`). A terminal dispatcher is restricted first with the default
+    /// [`BridgeCliPolicy`] (public keys only, no `/exit`, no `@file`); pass one made by
+    /// [`Dispatcher::for_bridge`] to choose the policy.
     pub fn with_cli(mut self, dispatcher: Dispatcher) -> Self {
+        let dispatcher = if dispatcher.bridge_policy().is_some() {
+            dispatcher
+        } else {
+            dispatcher.for_bridge(BridgeCliPolicy::default())
+        };
         self.cli = Some(dispatcher);
         self
     }

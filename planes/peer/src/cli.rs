@@ -13,8 +13,17 @@
 //! match (`/sc_joinx` is unknown, where the reference matched prefixes); an unterminated
 //! quote is taken literally instead of failing the command; a successful `/sc_send` says
 //! how many peers it reached.
+//!
+//! Over the SC-Bridge (`--sc-bridge-cli 1`, a [`Dispatcher::for_bridge`] dispatcher) three commands are
+//! restricted, where the JS bridge runs them as at the terminal: `/get_keys` shows the public key only (never the
+//! secret key), `/exit` is refused unless [`BridgeCliPolicy::allow_exit`] (`--sc-bridge-cli-exit 1`), and `@file`
+//! arguments read only regular files under [`BridgeCliPolicy::file_root`] (the peer's store directory; relative
+//! paths are taken from it, its `db/` subdirectory is never read) of at most [`BridgeCliPolicy::max_file_bytes`]
+//! ([`BRIDGE_MAX_FILE_BYTES`], 64 KiB). The terminal keeps the reference's behaviour.
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use intercom_crypto::KeyPair;
@@ -90,11 +99,39 @@ pub struct CliContext {
     pub subnet: Option<SubnetHandle>,
 }
 
+/// Largest `@file` the bridge's `cli` command reads by default: invites and welcomes are a few hundred bytes.
+pub const BRIDGE_MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// What remote clients of the SC-Bridge's `cli` command may do that the terminal always may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeCliPolicy {
+    /// Whether `/exit` stops the peer (`--sc-bridge-cli-exit 1`); refused when false.
+    pub allow_exit: bool,
+    /// `@file` arguments read only regular files under this directory (the peer's store), never under its `db/`;
+    /// `None` refuses every `@file`.
+    pub file_root: Option<PathBuf>,
+    /// Largest `@file` read, in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for BridgeCliPolicy {
+    /// The safest policy: no `/exit`, no `@file`.
+    fn default() -> Self {
+        BridgeCliPolicy {
+            allow_exit: false,
+            file_root: None,
+            max_file_bytes: BRIDGE_MAX_FILE_BYTES,
+        }
+    }
+}
+
 /// Runs slash-command lines against a [`PeerHandle`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
     handle: PeerHandle,
     ctx: Arc<CliContext>,
+    /// `Some` when the lines come from SC-Bridge clients.
+    remote: Option<Arc<BridgeCliPolicy>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -120,7 +157,21 @@ impl Dispatcher {
         Dispatcher {
             handle,
             ctx: Arc::new(ctx),
+            remote: None,
         }
+    }
+
+    /// The same dispatcher for lines from SC-Bridge clients, restricted by `policy` (see the module docs).
+    pub fn for_bridge(&self, policy: BridgeCliPolicy) -> Dispatcher {
+        Dispatcher {
+            remote: Some(Arc::new(policy)),
+            ..self.clone()
+        }
+    }
+
+    /// The bridge policy, when this dispatcher serves SC-Bridge clients.
+    pub fn bridge_policy(&self) -> Option<&BridgeCliPolicy> {
+        self.remote.as_deref()
     }
 
     /// Runs one command line; its output lines, whether it succeeded, and its result value.
@@ -158,6 +209,10 @@ impl Dispatcher {
                 }
                 Ok(Value::Null)
             }
+            "/exit" if self.remote.as_ref().is_some_and(|p| !p.allow_exit) => Err(
+                "/exit is disabled over the SC-Bridge (start the peer with --sc-bridge-cli-exit 1 to allow it)."
+                    .into(),
+            ),
             "/exit" => {
                 out.push("Exiting...".into());
                 if let Some(f) = &self.ctx.on_exit {
@@ -175,6 +230,13 @@ impl Dispatcher {
                     "Public Key:  {}",
                     hex::encode(self.ctx.keypair.public_key)
                 ));
+                if self.remote.is_some() {
+                    out.push(
+                        "Secret Key:  (never shown over the SC-Bridge; run /get_keys at the peer's terminal)"
+                            .into(),
+                    );
+                    return Ok(json!({ "publicKey": hex::encode(self.ctx.keypair.public_key) }));
+                }
                 out.push(format!(
                     "Secret Key:  {}",
                     hex::encode(self.ctx.keypair.secret_key)
@@ -268,8 +330,8 @@ impl Dispatcher {
         let Some(name) = arg(args, &["channel", "ch", "name"]) else {
             return Err("Usage: /sc_join --channel \"<name>\" [--invite <json|b64|@file>] [--welcome <json|b64|@file>]".into());
         };
-        let invite = credential(args, &["invite", "invite_b64", "invitebase64"], "invite")?;
-        let welcome = credential(
+        let invite = self.credential(args, &["invite", "invite_b64", "invitebase64"], "invite")?;
+        let welcome = self.credential(
             args,
             &["welcome", "welcome_b64", "welcomebase64"],
             "welcome",
@@ -293,8 +355,8 @@ impl Dispatcher {
         ) else {
             return Err("Usage: /sc_send --channel \"<name>\" --message \"<text>\" [--invite <json|b64|@file>] [--welcome <json|b64|@file>]".into());
         };
-        let invite = credential(args, &["invite", "invite_b64", "invitebase64"], "invite")?;
-        let welcome = credential(
+        let invite = self.credential(args, &["invite", "invite_b64", "invitebase64"], "invite")?;
+        let welcome = self.credential(
             args,
             &["welcome", "welcome_b64", "welcomebase64"],
             "welcome",
@@ -330,8 +392,8 @@ impl Dispatcher {
             return Err("Usage: /sc_open --channel \"<name>\" [--via \"<channel>\"] [--invite <json|b64|@file>] [--welcome <json|b64|@file>]".into());
         };
         let via = arg(args, &["via", "channel_via"]);
-        let invite = credential(args, &["invite", "invite_b64", "invitebase64"], "invite")?;
-        let welcome = credential(
+        let invite = self.credential(args, &["invite", "invite_b64", "invitebase64"], "invite")?;
+        let welcome = self.credential(
             args,
             &["welcome", "welcome_b64", "welcomebase64"],
             "welcome",
@@ -371,7 +433,7 @@ impl Dispatcher {
                 _ => return Err(TTL_REQUIRED.into()),
             },
         };
-        let welcome = credential(
+        let welcome = self.credential(
             args,
             &["welcome", "welcome_b64", "welcomebase64"],
             "welcome",
@@ -428,14 +490,90 @@ fn arg(args: &Args, keys: &[&str]) -> Option<String> {
         .find_map(|k| args.get(*k).cloned().flatten().filter(|v| !v.is_empty()))
 }
 
-/// An invite or welcome argument: JSON, base64, `b64:` or `@file`.
-fn credential(args: &Args, keys: &[&str], what: &str) -> Result<Option<Value>, Fail> {
-    let Some(raw) = arg(args, keys) else {
-        return Ok(None);
+impl Dispatcher {
+    /// An invite or welcome argument: JSON, base64, `b64:` or `@file` (over the bridge, within its policy).
+    fn credential(&self, args: &Args, keys: &[&str], what: &str) -> Result<Option<Value>, Fail> {
+        let Some(raw) = arg(args, keys) else {
+            return Ok(None);
+        };
+        let Some(policy) = &self.remote else {
+            return load_credential(&raw)
+                .map(Some)
+                .map_err(|_| Fail(format!("Invalid {what}. Pass JSON, base64, or @file.")));
+        };
+        match load_credential_within(&raw, policy) {
+            Ok(v) => Ok(Some(v)),
+            Err(FileError::Arg(_)) => Err(Fail(format!(
+                "Invalid {what}. Pass JSON, base64, or @file."
+            ))),
+            Err(e) => Err(Fail(format!("Invalid {what}: {e}."))),
+        }
+    }
+}
+
+/// Why an `@file` argument from an SC-Bridge client was not read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The argument (or the file's text) is not JSON, base64 JSON or `@file`.
+    #[error("{0}")]
+    Arg(#[from] ArgError),
+    /// `@file` is refused over the bridge (no file root configured).
+    #[error("@file arguments are refused over the SC-Bridge")]
+    NoFiles,
+    /// The path is outside the file root, inside its `db/`, or does not exist.
+    #[error("@file over the SC-Bridge reads only files under the peer store {0} (not its db/)")]
+    Outside(String),
+    /// Not a regular file.
+    #[error("@file: not a regular file")]
+    NotAFile,
+    /// Larger than the cap.
+    #[error("@file: larger than {0} bytes")]
+    TooLarge(u64),
+    /// Reading failed.
+    #[error("@file: cannot read it ({0})")]
+    Io(std::io::ErrorKind),
+}
+
+/// Parses a credential argument for an SC-Bridge client: as [`load_credential`], but an `@file` is read only if
+/// it resolves (symbolic links and `..` followed; relative paths taken from the root) to a regular file under
+/// `policy.file_root`, outside its `db/` directory, of at most `policy.max_file_bytes` bytes.
+pub fn load_credential_within(raw: &str, policy: &BridgeCliPolicy) -> Result<Value, FileError> {
+    let path = match args::parse_invite_arg(raw) {
+        Err(ArgError::FileReference(path)) => path,
+        other => return other.map_err(FileError::Arg),
     };
-    load_credential(&raw)
-        .map(Some)
-        .map_err(|_| Fail(format!("Invalid {what}. Pass JSON, base64, or @file.")))
+    let root = policy.file_root.as_deref().ok_or(FileError::NoFiles)?;
+    let text = read_confined(root, Path::new(&path), policy.max_file_bytes)?;
+    args::parse_arg_file_text(&text).map_err(FileError::Arg)
+}
+
+/// Reads `path` (relative to `root` unless absolute) if it is a regular file of at most `cap` bytes under `root`
+/// and not under `root/db`.
+fn read_confined(root: &Path, path: &Path, cap: u64) -> Result<String, FileError> {
+    let outside = || FileError::Outside(root.display().to_string());
+    let root = root.canonicalize().map_err(|_| outside())?;
+    let resolved = root.join(path).canonicalize().map_err(|_| outside())?;
+    if !resolved.starts_with(&root) || resolved.starts_with(root.join("db")) {
+        return Err(outside());
+    }
+    let file = std::fs::File::open(&resolved).map_err(|e| FileError::Io(e.kind()))?;
+    let meta = file.metadata().map_err(|e| FileError::Io(e.kind()))?;
+    if !meta.is_file() {
+        return Err(FileError::NotAFile);
+    }
+    if meta.len() > cap {
+        return Err(FileError::TooLarge(cap));
+    }
+    // The file may grow after the check: read one byte past the cap at most.
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| FileError::Io(e.kind()))?;
+    if bytes.len() as u64 > cap {
+        return Err(FileError::TooLarge(cap));
+    }
+    String::from_utf8(bytes).map_err(|_| FileError::Arg(ArgError::Invalid))
 }
 
 /// Parses a credential argument, reading `@file` references relative to the working
