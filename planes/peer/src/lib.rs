@@ -77,6 +77,7 @@
 mod bridge;
 pub mod cli;
 mod congestion;
+pub mod counters;
 mod events;
 mod network;
 mod runtime;
@@ -84,6 +85,7 @@ mod tasks;
 pub mod testing;
 
 pub use bridge::{publish_subnet_events, BridgeSink, PeerBackend};
+pub use counters::{CountersSnapshot, PeerCounters};
 pub use events::{EventSink, PeerEvent};
 pub use network::{Connection, ConnectionSink, Discovery, NoNetwork, TopicCommand, TopicQueue};
 pub use runtime::{PeerConfig, PeerError, PeerHandle, PeerRuntime, RuntimeStats, SendOutcome};

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::congestion::Congestion;
+use crate::counters::{role_of, PeerCounters};
 use crate::events::{EventSink, PeerEvent};
 use crate::network::{Connection, ConnectionSink, Discovery};
 use crate::tasks::{self, ChannelTask, ConnCtl, Internal};
@@ -209,6 +210,7 @@ pub struct PeerHandle {
     public_key: [u8; 32],
     entry_channel: Arc<str>,
     networked: bool,
+    counters: Arc<PeerCounters>,
 }
 
 impl std::fmt::Debug for PeerHandle {
@@ -359,6 +361,12 @@ impl PeerHandle {
         self.call(|reply| Command::Welcome { channel, reply }).await
     }
 
+    /// Per-channel, per-reason and per-role counters, readable without a round trip to
+    /// the runtime task (the metrics endpoint reads them at scrape time).
+    pub fn counters(&self) -> &Arc<PeerCounters> {
+        &self.counters
+    }
+
     /// Counters and sizes.
     pub async fn stats(&self) -> Result<RuntimeStats, PeerError> {
         self.call(|reply| Command::Stats { reply }).await
@@ -410,7 +418,10 @@ impl PeerRuntime {
             PROOF_JOBS,
             config.send_stall_limit,
         );
+        let counters = Arc::new(PeerCounters::default());
         let rt = Runtime {
+            counters: counters.clone(),
+            relaying: false,
             congestion,
             decoded: Arc::new(Semaphore::new(config.decoded_queue.max(1))),
             proof_jobs: 0,
@@ -435,6 +446,7 @@ impl PeerRuntime {
                 public_key,
                 entry_channel,
                 networked,
+                counters,
             },
             task,
         ))
@@ -478,6 +490,8 @@ struct ConnState {
     /// Shared with the channel tasks: check signatures as messages are read. Cleared while
     /// the plane drops this peer's messages for rate, set again once one is delivered.
     verify_ahead: Arc<AtomicBool>,
+    /// `client`, `server` or `other` (for the connection counters).
+    role: &'static str,
 }
 
 impl ConnState {
@@ -503,6 +517,9 @@ struct Runtime {
     decoded: Arc<Semaphore>,
     /// Proof-of-work jobs running; at [`PROOF_JOBS`] no command is taken.
     proof_jobs: usize,
+    counters: Arc<PeerCounters>,
+    /// Set while the plane handles a received message: frames it queues then are relays.
+    relaying: bool,
 }
 
 /// Proof-of-work jobs that may run at once. Each one's frame reaches the writer queues
@@ -576,7 +593,12 @@ impl Runtime {
                     conn,
                     channel,
                     bytes,
-                } => self.send_bytes(conn, &channel, bytes),
+                } => {
+                    if self.relaying {
+                        self.counters.relayed(&channel);
+                    }
+                    self.send_bytes(conn, &channel, bytes)
+                }
                 Output::Event(event) => self.on_plane_event(event),
             }
         }
@@ -596,6 +618,7 @@ impl Runtime {
             }
             SidechannelEvent::Message { conn, channel, .. } => {
                 tracing::debug!(%conn, channel, "sidechannel message");
+                self.counters.received(channel);
                 self.set_verify_ahead(*conn, true);
                 Some(*conn)
             }
@@ -605,6 +628,7 @@ impl Runtime {
                 reason,
             } => {
                 tracing::debug!(%conn, channel, reason = reason.code(), "sidechannel drop");
+                self.counters.dropped(channel, reason.code());
                 if matches!(reason, DropReason::RateLimited | DropReason::Blocked) {
                     self.set_verify_ahead(*conn, false);
                 }
@@ -635,6 +659,8 @@ impl Runtime {
             return;
         }
         tracing::info!(conn = %id, %peer, label = %c.label, "peer connected");
+        let role = role_of(&c.label);
+        self.counters.connection_opened(role);
         let (ctl_tx, ctl_rx) = mpsc::channel(self.cfg.conn_ctl_queue.max(1));
         tokio::spawn(tasks::connection_task(
             id,
@@ -653,6 +679,7 @@ impl Runtime {
                 paired: HashSet::new(),
                 channels: HashMap::new(),
                 verify_ahead: Arc::new(AtomicBool::new(true)),
+                role,
             },
         );
         self.publish(PeerEvent::Connected {
@@ -705,7 +732,9 @@ impl Runtime {
                         break;
                     }
                     self.plane.on_inbound(now, conn, &channel, message);
+                    self.relaying = true;
                     self.drain();
+                    self.relaying = false;
                 }
             }
             Internal::RemoteOpen { conn, protocol } => self.on_remote_open(conn, &protocol),
@@ -718,6 +747,7 @@ impl Runtime {
                         None => tracing::info!(%conn, peer = %c.peer, "peer disconnected"),
                     }
                     self.plane.on_disconnect(conn);
+                    self.counters.connection_closed(c.role);
                     self.publish(PeerEvent::Disconnected { conn, peer: c.peer });
                 }
             }
@@ -745,8 +775,12 @@ impl Runtime {
         now: u64,
         prepared: PreparedBroadcast,
     ) -> Result<SendOutcome, PeerError> {
+        let channel = prepared.channel.clone();
         match self.plane.finish_broadcast(now, prepared) {
-            Ok(report) => Ok(report.into()),
+            Ok(report) => {
+                self.counters.sent(&channel, report.peers);
+                Ok(report.into())
+            }
             Err(e) => send_result(e),
         }
     }

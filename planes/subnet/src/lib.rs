@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod buckets;
 pub mod commands;
+pub mod counters;
 pub mod engine;
 pub mod entry;
 pub mod linearizer;

@@ -254,6 +254,7 @@ pub struct SubnetHandle {
     events: broadcast::Sender<AppliedEvent>,
     writer: Key,
     contract: Arc<dyn Contract>,
+    counters: Arc<crate::counters::SubnetCounters>,
 }
 
 impl std::fmt::Debug for SubnetHandle {
@@ -282,6 +283,11 @@ impl SubnetHandle {
     /// The contract.
     pub fn contract(&self) -> &Arc<dyn Contract> {
         &self.contract
+    }
+
+    /// Operations applied and apply-step durations, readable at any time.
+    pub fn counters(&self) -> &Arc<crate::counters::SubnetCounters> {
+        &self.counters
     }
 
     /// Appends `body` to our writer log; resolves once it is durable.
@@ -520,6 +526,7 @@ struct Service {
     limits: HashMap<Key, Option<u64>>,
     /// Set once the engine failed (the store under it): nothing more is applied.
     failed: bool,
+    counters: Arc<crate::counters::SubnetCounters>,
 }
 
 /// Starts the subnet service with our writer log `own` (opened writable on `kv`).
@@ -540,11 +547,13 @@ pub fn start(
     let (cmds_tx, cmds_rx) = mpsc::channel(COMMAND_QUEUE);
     let (poke_tx, poke_rx) = mpsc::channel(1);
     let (events, _) = broadcast::channel(EVENT_QUEUE);
+    let counters = Arc::new(crate::counters::SubnetCounters::default());
     let handle = SubnetHandle {
         cmds: cmds_tx.clone(),
         events: events.clone(),
         writer: own_key,
         contract: config.contract.clone(),
+        counters: counters.clone(),
     };
     let mut service = Service {
         config,
@@ -567,6 +576,7 @@ pub fn start(
         joins_appended: HashSet::new(),
         limits: HashMap::new(),
         failed: false,
+        counters,
     };
     service.follow(own_key, own);
     let bootstrap = service.config.bootstrap;
@@ -672,6 +682,7 @@ impl Service {
     /// publishing events) and follows newly known writer logs.
     fn apply_new(&mut self) {
         let (_, left) = ingest(&mut self.engine, &self.logs);
+        let started = std::time::Instant::now();
         let step = match self.engine.step() {
             Ok(step) => step,
             Err(e) => {
@@ -686,6 +697,10 @@ impl Service {
         // it, on the next log change or acknowledgement, makes room).
         let more = step.more || (left && self.engine.held_operations() < HELD_OPERATIONS);
         if !step.applied.is_empty() {
+            self.counters.step(started.elapsed());
+            for a in &step.applied {
+                self.counters.applied(&a.kind, a.outcome.label());
+            }
             self.publish_step(step);
         }
         self.update_follows();
