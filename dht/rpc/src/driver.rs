@@ -14,15 +14,16 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::budget::{BudgetStats, RequestBudget, Verdict};
 use crate::health::Health;
-use crate::messages::{is_dht_message, NodeId};
+use crate::messages::{is_dht_message, NodeId, REQUEST_ID};
 use crate::node::{
     Config, DhtEvent, DhtNode, IncomingRequest, QueryError, QueryId, QuerySpec, Reply,
     ReplyOptions, RequestError, RequestId, RequestOptions, RequestSpec, SocketKind, Transmit,
@@ -31,6 +32,64 @@ use crate::node::{
 const COMMAND_QUEUE: usize = 1024;
 const QUERY_REPLY_QUEUE: usize = 256;
 const MAX_DATAGRAM: usize = 65536;
+/// Least time between two warnings about requests dropped by the budget.
+const BUDGET_LOG_INTERVAL_MS: u64 = 10_000;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The request budget, charged before a datagram reaches the node: by the driver for its
+/// own sockets and by [`Dht::inject_datagram`] for sockets the layer above owns, so a
+/// flood is dropped before it can fill any queue the node shares with other sources.
+struct SharedBudget {
+    budget: Mutex<RequestBudget>,
+    start: Instant,
+    /// When we last warned, and the drop count then.
+    logged: Mutex<(u64, u64)>,
+}
+
+impl SharedBudget {
+    fn new(config: crate::budget::BudgetConfig, start: Instant) -> SharedBudget {
+        SharedBudget {
+            budget: Mutex::new(RequestBudget::new(config, 0)),
+            start,
+            logged: Mutex::new((0, 0)),
+        }
+    }
+
+    /// False when `bytes` is a request its source (or everyone) has no budget for.
+    fn admit(&self, from: SocketAddrV4, bytes: &[u8]) -> bool {
+        if bytes.first() != Some(&REQUEST_ID) {
+            return true;
+        }
+        let now = self.start.elapsed().as_millis() as u64;
+        let (verdict, stats) = {
+            let mut b = lock(&self.budget);
+            let v = b.check(now, *from.ip());
+            (v, (v != Verdict::Admit).then(|| b.stats()))
+        };
+        let Some(stats) = stats else { return true };
+        let mut logged = lock(&self.logged);
+        if logged.0 == 0 || now.saturating_sub(logged.0) >= BUDGET_LOG_INTERVAL_MS {
+            let dropped = stats.requests_dropped_per_source + stats.requests_dropped_global;
+            tracing::warn!(
+                source = %from.ip(),
+                reason = if verdict == Verdict::SourceOverBudget { "source over budget" } else { "global budget spent" },
+                dropped_since_last_warning = dropped - logged.1,
+                dropped_per_source_total = stats.requests_dropped_per_source,
+                dropped_global_total = stats.requests_dropped_global,
+                "dht requests dropped by the request budget"
+            );
+            *logged = (now.max(1), dropped);
+        }
+        false
+    }
+
+    fn stats(&self) -> BudgetStats {
+        lock(&self.budget).stats()
+    }
+}
 
 /// Errors of the async API.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +220,7 @@ struct Inner {
     client_addr: SocketAddrV4,
     server_addr: SocketAddrV4,
     next_handle: AtomicU64,
+    budget: Arc<SharedBudget>,
 }
 
 /// A running dht-rpc node. Cheap to clone; the node stops when [`Dht::destroy`] is
@@ -347,6 +407,7 @@ impl Dht {
             }
         }
         let start = Instant::now();
+        let budget = Arc::new(SharedBudget::new(config.request_budget, start));
         let node = DhtNode::new(config, server_addr.port(), 0);
         let (status_tx, status_rx) = watch::channel(Status::of(&node));
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -364,6 +425,7 @@ impl Dht {
             other_sink: None,
             destroy_waiters: Vec::new(),
             raw_queue: Vec::new(),
+            budget: budget.clone(),
         };
         tokio::spawn(driver.run());
         Dht {
@@ -373,6 +435,7 @@ impl Dht {
                 client_addr,
                 server_addr,
                 next_handle: AtomicU64::new(0),
+                budget,
             }),
         }
     }
@@ -566,14 +629,23 @@ impl Dht {
         Ok(rx)
     }
 
-    /// Feeds a datagram received on a socket the layer above owns into the node.
+    /// Feeds a datagram received on a socket the layer above owns into the node. A
+    /// request over the request budget ([`Config::request_budget`]) is dropped here.
     pub async fn inject_datagram(
         &self,
         socket: SocketKind,
         from: SocketAddrV4,
         bytes: Vec<u8>,
     ) -> Result<(), DhtError> {
+        if !self.inner.budget.admit(from, &bytes) {
+            return Ok(());
+        }
         self.send(Command::Inject(socket, from, bytes)).await
+    }
+
+    /// The request budget's counters: requests admitted and dropped (per source, global).
+    pub fn request_budget_stats(&self) -> BudgetStats {
+        self.inner.budget.stats()
     }
 
     /// Sends raw bytes from one of our sockets (UDX packets, holepunch probes).
@@ -627,6 +699,7 @@ struct Driver {
     other_sink: Option<mpsc::Sender<Transmit>>,
     destroy_waiters: Vec<oneshot::Sender<()>>,
     raw_queue: Vec<Transmit>,
+    budget: Arc<SharedBudget>,
 }
 
 /// Receives from `socket`, or never when there is none.
@@ -697,6 +770,9 @@ impl Driver {
     fn on_datagram(&mut self, socket: SocketKind, from: SocketAddr, bytes: &[u8]) {
         let Some(from) = v4(from) else { return };
         if is_dht_message(bytes) {
+            if !self.budget.admit(from, bytes) {
+                return;
+            }
             let now = self.now();
             self.node.handle_datagram(now, socket, from, bytes);
         } else if let Some(sink) = &self.foreign_sink {

@@ -43,6 +43,7 @@
 //! `BLAKE2b-256(key = secret, "a.b.c.d")` over the requester's host with one of two
 //! secrets rotated every 10 drains (7.5 s).
 
+pub mod budget;
 pub mod congestion;
 pub mod driver;
 pub mod health;
@@ -53,6 +54,7 @@ mod query;
 pub mod rng;
 pub mod routing;
 
+pub use budget::{BudgetConfig, BudgetStats, RequestBudget, Verdict};
 pub use driver::{Dht, DhtError, ForeignDatagram, QueryStream, RequestHandle, SendFn};
 pub use messages::{fuzz_decode, node_id, NodeId};
 pub use node::{

@@ -385,6 +385,9 @@ pub struct Config {
     pub filter_node: Option<NodeFilter>,
     /// Bound on requests in flight.
     pub max_inflight: usize,
+    /// Requests served per source IP and in total (see [`crate::budget`]); applied by the
+    /// driver before a datagram reaches the node.
+    pub request_budget: crate::budget::BudgetConfig,
 }
 
 impl Default for Config {
@@ -408,6 +411,7 @@ impl Default for Config {
             seed: None,
             filter_node: None,
             max_inflight: DEFAULT_MAX_INFLIGHT,
+            request_budget: crate::budget::BudgetConfig::default(),
         }
     }
 }
