@@ -249,8 +249,14 @@ async fn connect_inner(
         target_at.first,
     )?;
     drop(pending);
-    let mut conn =
-        Connection::start(stream, target_at.socket, target_at.addr, result.handshake).await?;
+    let mut conn = Connection::start(
+        stream,
+        target_at.socket,
+        target_at.addr,
+        result.handshake,
+        ctx.stream_config(),
+    )
+    .await?;
     if !conn.opened().await? {
         return Err(ConnectError::SecretStream(
             SecretStreamError::EndedDuringHandshake,

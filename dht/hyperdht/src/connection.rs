@@ -28,6 +28,7 @@ use intercom_udx::{StreamError, StreamStats, UdxStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::context::lock;
+use crate::limits::OpenPermit;
 use crate::socket::NodeSocket;
 
 struct RawShared {
@@ -36,6 +37,8 @@ struct RawShared {
     written: AtomicU64,
     halves: AtomicUsize,
     remote: SocketAddrV4,
+    /// Counts an inbound connection against the node's limits until both halves drop.
+    permit: Mutex<Option<OpenPermit>>,
     // Keeps the socket (and its DHT traffic) alive as long as the connection.
     _socket: Arc<NodeSocket>,
 }
@@ -53,6 +56,8 @@ impl RawShared {
             if !s.is_closed() {
                 s.destroy();
             }
+            drop(s);
+            lock(&self.permit).take();
         }
     }
 }
@@ -222,6 +227,7 @@ impl Connection {
         socket: Arc<NodeSocket>,
         remote: SocketAddrV4,
         handshake: HandshakeResult,
+        config: SecretStreamConfig,
     ) -> Result<Connection, SecretStreamError> {
         let local_addr = socket.local_addr();
         let shared = Arc::new(RawShared {
@@ -230,6 +236,7 @@ impl Connection {
             written: AtomicU64::new(0),
             halves: AtomicUsize::new(2),
             remote,
+            permit: Mutex::new(None),
             _socket: socket,
         });
         let info = ConnectionInfo {
@@ -245,7 +252,7 @@ impl Connection {
             RawReader(shared.clone()),
             RawWriter(shared),
             handshake,
-            stream_config(),
+            config,
         )
         .await?;
         Ok(Connection {
@@ -253,6 +260,11 @@ impl Connection {
             handle,
             info,
         })
+    }
+
+    /// Counts this connection against the inbound limits until both halves drop.
+    pub(crate) fn hold_permit(&self, permit: OpenPermit) {
+        *lock(&self.handle.0.permit) = Some(permit);
     }
 
     /// Facts about the connection.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use intercom_dht_rpc::{Dht, SocketKind};
 use tokio::time::Instant;
 
+use crate::limits::{ConnectionLimits, Limiter};
 use crate::socket::{NodeSocket, Sockets};
 
 /// Most remote keys whose relay addresses are remembered (`relayAddresses` cache).
@@ -45,10 +46,16 @@ pub(crate) struct NodeCtx {
     pub sockets: Arc<Sockets>,
     pub random: Mutex<RandomPunches>,
     relay_cache: Mutex<RelayCache>,
+    pub limiter: Arc<Limiter>,
 }
 
 impl NodeCtx {
-    pub fn new(dht: Dht, sockets: Arc<Sockets>, random_punch_interval: Duration) -> NodeCtx {
+    pub fn new(
+        dht: Dht,
+        sockets: Arc<Sockets>,
+        random_punch_interval: Duration,
+        limits: ConnectionLimits,
+    ) -> NodeCtx {
         NodeCtx {
             dht,
             sockets,
@@ -59,6 +66,17 @@ impl NodeCtx {
                 interval: random_punch_interval,
             }),
             relay_cache: Mutex::new((HashMap::new(), VecDeque::new())),
+            limiter: Limiter::new(limits),
+        }
+    }
+
+    /// The secret-stream settings of this node's connections: keep-alives filtered, the
+    /// frame cap and the node-wide frame memory budget.
+    pub fn stream_config(&self) -> intercom_secret_stream::SecretStreamConfig {
+        intercom_secret_stream::SecretStreamConfig {
+            max_frame: self.limiter.limits().max_frame_bytes,
+            budget: Some(self.limiter.frames()),
+            ..crate::connection::stream_config()
         }
     }
 

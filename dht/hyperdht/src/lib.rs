@@ -43,6 +43,7 @@ mod context;
 pub mod crypto;
 pub mod fuzz;
 pub mod holepunch;
+pub mod limits;
 pub mod messages;
 pub mod nat;
 pub mod node;
@@ -57,6 +58,7 @@ pub use connect::{ConnectError, ConnectOptions};
 pub use connection::{Connection, ConnectionHandle, ConnectionInfo, RawReader, RawWriter};
 pub use context::{is_bogon, is_private, is_reserved, match_address};
 pub use fuzz::{fuzz_handshake, fuzz_holepunch};
+pub use limits::{ConnectionLimits, ConnectionStats};
 pub use noise_wrap::NoiseWrap;
 pub use server::{ListenOptions, Server, ServerFirewall};
 

@@ -102,6 +102,9 @@ pub struct HyperDhtConfig {
     pub udx: intercom_udx::SocketConfig,
     /// Least time between two punches through random NATs.
     pub random_punch_interval: Duration,
+    /// Limits on inbound connections and on the memory of their frames (see
+    /// [`crate::limits`]).
+    pub connection_limits: crate::limits::ConnectionLimits,
 }
 
 impl HyperDhtConfig {
@@ -116,6 +119,7 @@ impl HyperDhtConfig {
             request_queue: DEFAULT_REQUEST_QUEUE,
             udx: intercom_udx::SocketConfig::default(),
             random_punch_interval: RANDOM_PUNCH_INTERVAL,
+            connection_limits: crate::limits::ConnectionLimits::default(),
         }
     }
 
@@ -131,6 +135,7 @@ impl HyperDhtConfig {
             request_queue: DEFAULT_REQUEST_QUEUE,
             udx: intercom_udx::SocketConfig::default(),
             random_punch_interval: RANDOM_PUNCH_INTERVAL,
+            connection_limits: crate::limits::ConnectionLimits::default(),
         }
     }
 }
@@ -319,6 +324,7 @@ impl HyperDht {
             dht.clone(),
             sockets,
             config.random_punch_interval,
+            config.connection_limits,
         ));
         let store = Arc::new(Mutex::new(RecordStore::new(config.store)));
         let servers: Arc<ServerTable> = Arc::default();
@@ -353,6 +359,23 @@ impl HyperDht {
     /// sampled port is our server port.
     pub fn remote_address(&self) -> Option<SocketAddrV4> {
         self.inner.ctx.remote_address()
+    }
+
+    /// Counters of inbound connections (pending, open, refused by each limit) and of
+    /// frames refused, for metrics.
+    pub fn connection_stats(&self) -> crate::limits::ConnectionStats {
+        self.inner.ctx.limiter.stats()
+    }
+
+    /// The connection limits in force.
+    pub fn connection_limits(&self) -> crate::limits::ConnectionLimits {
+        *self.inner.ctx.limiter.limits()
+    }
+
+    /// Counters of the dht-rpc request budget (requests admitted, dropped per source and
+    /// globally), for metrics.
+    pub fn request_budget_stats(&self) -> intercom_dht_rpc::BudgetStats {
+        self.inner.dht.request_budget_stats()
     }
 
     /// Open holepunch sockets (the socket pool).

@@ -35,6 +35,7 @@ use crate::constants::firewall::{CONSISTENT, OPEN, RANDOM, UNKNOWN};
 use crate::context::{is_private, lock, match_address, NodeCtx};
 use crate::crypto::SecurePayload;
 use crate::holepunch::{PunchOutcome, Puncher};
+use crate::limits::PendingPermit;
 use crate::messages::{HolepunchInfo, HolepunchPayload, NoisePayload, SecretStreamInfo, UdxInfo};
 use crate::noise_wrap::{NoiseResult, NoiseWrap};
 use crate::socket::{FirstPacket, NodeSocket, PendingStream};
@@ -259,6 +260,9 @@ impl ServerInner {
         to: SocketAddrV4,
         socket: SocketKind,
     ) -> Option<HandshakeReply> {
+        let direct = peer_address.is_none();
+        let client = peer_address.unwrap_or(from);
+        let mut permit = None;
         let cell = {
             let mut connects = lock(&self.connects);
             if let Some(c) = connects.get(&noise) {
@@ -267,16 +271,24 @@ impl ServerInner {
                 if connects.len() >= MAX_HANDSHAKES {
                     return None;
                 }
+                // The connection limits, checked before any Noise work.
+                permit = Some(self.ctx.limiter.try_pending(*client.ip())?);
                 let c = Arc::new(OnceCell::new());
                 connects.insert(noise.clone(), c.clone());
                 c
             }
         };
-        let direct = peer_address.is_none();
-        let client = peer_address.unwrap_or(from);
         let key = noise.clone();
         let reply = cell
-            .get_or_init(|| self.add_handshake(key, noise, client, to, socket, direct))
+            .get_or_init(|| async move {
+                // (A retransmission only runs this if the first attempt was cancelled.)
+                let permit = match permit {
+                    Some(p) => p,
+                    None => self.ctx.limiter.try_pending(*client.ip())?,
+                };
+                self.add_handshake(key, noise, client, to, socket, direct, permit)
+                    .await
+            })
             .await
             .clone();
         if self.is_closed() {
@@ -319,7 +331,9 @@ impl ServerInner {
         }
     }
 
-    /// `_addHandshake`.
+    /// `_addHandshake`. `permit` counts the handshake against the connection limits
+    /// until its connection opens or it is dropped.
+    #[allow(clippy::too_many_arguments)]
     async fn add_handshake(
         self: &Arc<Self>,
         key: Vec<u8>,
@@ -328,6 +342,7 @@ impl ServerInner {
         server_address: SocketAddrV4,
         req_socket: SocketKind,
         direct: bool,
+        permit: PendingPermit,
     ) -> Option<HandshakeReply> {
         let ctx = &self.ctx;
         let mut hs = NoiseWrap::responder(self.key_pair.clone());
@@ -410,7 +425,7 @@ impl ServerInner {
                 Some(ctx.default_socket())
             };
             if let Some(socket) = socket {
-                self.spawn_connect(pending, socket, remote_id, client, None, result);
+                self.spawn_connect(pending, socket, remote_id, client, None, result, permit);
             }
             self.forget_later(key, Some(id));
             return Some(HandshakeReply {
@@ -435,7 +450,9 @@ impl ServerInner {
                     .ok()
                     .map(Arc::new);
                 self.install(id, secure, puncher.clone(), prepunch.clone());
-                self.spawn_wait(key, id, pending, remote_id, result, puncher, prepunch);
+                self.spawn_wait(
+                    key, id, pending, remote_id, result, puncher, prepunch, permit,
+                );
                 return Some(HandshakeReply {
                     noise: noise_reply,
                     socket: None,
@@ -446,7 +463,7 @@ impl ServerInner {
         if our_remote.is_some() || !self.opts.holepunch {
             // The client connects to us.
             self.install(id, secure, None, prepunch.clone());
-            self.spawn_wait(key, id, pending, remote_id, result, None, prepunch);
+            self.spawn_wait(key, id, pending, remote_id, result, None, prepunch, permit);
             return Some(HandshakeReply {
                 noise: noise_reply,
                 socket: None,
@@ -460,7 +477,16 @@ impl ServerInner {
         let puncher = Arc::new(puncher);
         let socket = puncher.socket().map(|s| s.kind());
         self.install(id, secure, Some(puncher.clone()), prepunch.clone());
-        self.spawn_wait(key, id, pending, remote_id, result, Some(puncher), prepunch);
+        self.spawn_wait(
+            key,
+            id,
+            pending,
+            remote_id,
+            result,
+            Some(puncher),
+            prepunch,
+            permit,
+        );
         Some(HandshakeReply {
             noise: noise_reply,
             socket,
@@ -487,6 +513,7 @@ impl ServerInner {
     }
 
     /// Connects the stream where the client is and emits the connection.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_connect(
         self: &Arc<Self>,
         pending: PendingStream,
@@ -495,6 +522,7 @@ impl ServerInner {
         addr: SocketAddrV4,
         first: Option<Vec<u8>>,
         result: NoiseResult,
+        permit: PendingPermit,
     ) {
         let inner = self.clone();
         tokio::spawn(async move {
@@ -507,8 +535,14 @@ impl ServerInner {
                 }
             };
             drop(pending);
-            match Connection::start(stream, socket, addr, result.handshake).await {
+            let config = inner.ctx.stream_config();
+            match Connection::start(stream, socket, addr, result.handshake, config).await {
                 Ok(conn) => {
+                    let Some(open) = permit.open() else {
+                        conn.handle().destroy();
+                        return;
+                    };
+                    conn.hold_permit(open);
                     if inner.is_closed() || inner.conns.try_send(conn).is_err() {
                         tracing::debug!("server connection dropped (closed or backlog full)");
                     }
@@ -530,6 +564,7 @@ impl ServerInner {
         result: NoiseResult,
         puncher: Option<Arc<Puncher>>,
         prepunch: watch::Sender<Option<Instant>>,
+        permit: PendingPermit,
     ) {
         let inner = self.clone();
         tokio::spawn(async move {
@@ -568,6 +603,7 @@ impl ServerInner {
                     fp.from,
                     Some(fp.bytes),
                     result,
+                    permit,
                 );
             }
             inner.forget_later(key, Some(id));

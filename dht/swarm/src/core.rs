@@ -130,6 +130,7 @@ pub struct Core {
     connecting: usize,
     client_connections: usize,
     server_connections: usize,
+    server_refused: u64,
     timer: RetryTimer,
     topics: HashSet<Key>,
     explicit: Vec<Key>,
@@ -162,6 +163,7 @@ impl Core {
             connecting: 0,
             client_connections: 0,
             server_connections: 0,
+            server_refused: 0,
             timer,
             topics: HashSet::new(),
             explicit: Vec::new(),
@@ -172,6 +174,16 @@ impl Core {
             destroyed: false,
             draining: false,
         }
+    }
+
+    /// Open connections dialled by others.
+    pub fn server_connection_count(&self) -> usize {
+        self.server_connections
+    }
+
+    /// Server connections refused because `max_server_connections` were open.
+    pub fn server_refused_over_limit(&self) -> u64 {
+        self.server_refused
     }
 
     /// The next action for the driver.
@@ -492,7 +504,11 @@ impl Core {
         handle: Option<ConnectionHandle>,
         now: Instant,
     ) -> ServerDecision {
-        if self.destroyed || self.server_connections >= self.cfg.max_server_connections {
+        if self.destroyed {
+            return ServerDecision::Reject;
+        }
+        if self.server_connections >= self.cfg.max_server_connections {
+            self.server_refused += 1;
             return ServerDecision::Reject;
         }
         if let Some(existing) = self.conns.get(&key) {

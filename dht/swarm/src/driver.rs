@@ -318,6 +318,8 @@ impl Driver {
                     open_keys: self.core.open_keys(),
                     topics: st.topics.keys().copied().collect(),
                     listening: st.server.is_some(),
+                    server_connections: self.core.server_connection_count(),
+                    server_refused_over_limit: self.core.server_refused_over_limit(),
                 });
             }
             Command::Destroy(_) => unreachable!("handled by run"),

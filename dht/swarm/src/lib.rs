@@ -23,7 +23,9 @@
 //! * [`discovery`]: the per-topic announce/lookup task;
 //! * `driver`: the one task that executes the core's actions.
 //!
-//! Differences from JS: no blind-relay (`relayThrough`) support, no suspend/resume,
+//! Differences from JS: at most [`SwarmConfig::max_server_connections`] connections
+//! dialled by others (JS: unlimited; the node's own inbound limits, total and per IP,
+//! are [`intercom_hyperdht::ConnectionLimits`]), no blind-relay (`relayThrough`) support, no suspend/resume,
 //! and a connection the application does not take from [`Swarm::accept`] in time
 //! (the event queue is full) is destroyed rather than buffered.
 
@@ -76,7 +78,8 @@ pub struct SwarmConfig {
     pub max_parallel: usize,
     /// Most connections we dialled.
     pub max_client_connections: usize,
-    /// Most connections dialled by others.
+    /// Most connections dialled by others (default: the node's default inbound limit,
+    /// [`intercom_hyperdht::limits::DEFAULT_MAX_CONNECTIONS`]; JS: unlimited).
     pub max_server_connections: usize,
     /// Accept (`true`) or reject a remote key, before any data flows, in both
     /// directions; rejected keys are banned.
@@ -99,7 +102,7 @@ impl SwarmConfig {
             max_peers: 64,
             max_parallel: 3,
             max_client_connections: usize::MAX,
-            max_server_connections: usize::MAX,
+            max_server_connections: intercom_hyperdht::limits::DEFAULT_MAX_CONNECTIONS,
             firewall: None,
             backoffs: retry::BACKOFFS,
             jitter: retry::JITTER,
@@ -156,6 +159,12 @@ pub struct SwarmStatus {
     pub topics: Vec<[u8; 32]>,
     /// Whether our server listens.
     pub listening: bool,
+    /// Open connections dialled by others.
+    pub server_connections: usize,
+    /// Connections dialled by others that were closed because
+    /// [`SwarmConfig::max_server_connections`] were open (the node's own inbound limits
+    /// are counted in [`HyperDht::connection_stats`]).
+    pub server_refused_over_limit: u64,
 }
 
 /// A Hyperswarm. Cheap handles are not offered: one owner accepts connections; the

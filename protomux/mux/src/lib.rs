@@ -34,7 +34,8 @@
 //!   rejects it, like the JS `notify` callback.
 //! * **Bounds.** JS has no limit on held remote opens and only pauses the stream when too
 //!   much is buffered for them; the core also fails the mux beyond
-//!   [`CoreConfig::max_pending_opens`] held opens, [`CoreConfig::max_held_bytes`] held data,
+//!   [`CoreConfig::max_pending_opens`] held opens, [`CoreConfig::max_held_bytes`] held data
+//!   (4 MiB by default; both counted in [`stats::limit_stats`]),
 //!   [`CoreConfig::max_remote_id`] and [`CoreConfig::max_batch_depth`].
 //! * **A close for a held remote open** is answered with a reject (JS ignores it and could
 //!   later pair a local channel with the dead remote one); the reject lets the peer free its
@@ -59,9 +60,12 @@ mod driver;
 mod error;
 pub mod frame;
 mod secret_stream;
+pub mod stats;
 mod transport;
 
-pub use crate::core::{ChannelId, CoreConfig, EncodedMessage, MuxCore, MuxEvent};
+pub use crate::core::{
+    ChannelId, CoreConfig, EncodedMessage, MuxCore, MuxEvent, DEFAULT_MAX_HELD_BYTES,
+};
 pub use crate::driver::{
     Channel, ChannelEvent, ChannelOptions, ChannelSender, DriverEvent, Mux, MuxConfig, MuxEvents,
 };

@@ -21,7 +21,9 @@ mod stream;
 pub use cipher::{stream_id, Decryptor, Encryptor};
 pub use intercom_crypto::KeyPair;
 pub use noise::{Handshake, HandshakeResult, NoiseError, Pattern};
-pub use stream::{SecretReader, SecretStream, SecretStreamConfig, SecretWriter};
+pub use stream::{
+    FrameBudget, FrameBudgetStats, SecretReader, SecretStream, SecretStreamConfig, SecretWriter,
+};
 
 /// Why a secret-stream failed. Each variant ends the stream.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,10 @@ pub enum SecretStreamError {
     /// The remote closed before the handshake finished.
     #[error("stream ended during the handshake")]
     EndedDuringHandshake,
+    /// A frame larger than the read buffer did not fit in the shared frame budget
+    /// ([`FrameBudget`]).
+    #[error("frame memory budget exhausted")]
+    FrameBudget,
     /// Nothing arrived within the configured timeout.
     #[error("stream timed out")]
     TimedOut,

@@ -2,6 +2,8 @@
 //! receives whole messages. It owns no tasks and no timers beyond the optional read
 //! timeout, so a caller (protomux, the swarm) decides how it is scheduled.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -21,6 +23,8 @@ const READ_CHUNK: usize = 1024 * 1024;
 const IDLE_BUFFER: usize = 64 * 1024;
 /// Consecutive small reads or write bursts after which a grown buffer shrinks back.
 const SHRINK_AFTER: u32 = 64;
+/// A frame larger than the read buffer is read into memory this much at a time.
+const LARGE_STEP: usize = 64 * 1024;
 /// A read or write burst below this size counts as light traffic.
 const SMALL_IO: usize = 4 * 1024;
 
@@ -32,8 +36,13 @@ pub struct SecretStreamConfig {
     /// Drop zero-byte messages instead of returning them (JS `filterZeroByteMessages`;
     /// JS turns it on whenever keep-alive is on, since keep-alives are empty messages).
     pub filter_empty_messages: bool,
-    /// Largest frame body accepted from the remote (at most 16 MiB - 1).
+    /// Largest frame body accepted from the remote (at most 16 MiB - 1); a longer length
+    /// prefix ends the stream with [`SecretStreamError::MessageTooLarge`].
     pub max_frame: usize,
+    /// Memory shared by the streams of a node for frames larger than the read buffer, and
+    /// the counters of what was refused; `None` = no shared cap (each stream still only
+    /// holds what has arrived of a frame, never its announced length up front).
+    pub budget: Option<Arc<FrameBudget>>,
 }
 
 impl Default for SecretStreamConfig {
@@ -42,6 +51,103 @@ impl Default for SecretStreamConfig {
             timeout: None,
             filter_empty_messages: false,
             max_frame: MAX_FRAME,
+            budget: None,
+        }
+    }
+}
+
+/// Bytes that streams sharing it may hold for frames in progress larger than their read
+/// buffer (1 MiB), plus counters for metrics. A frame that would take the total over the
+/// cap ends its stream with [`SecretStreamError::FrameBudget`].
+#[derive(Debug)]
+pub struct FrameBudget {
+    cap: usize,
+    used: AtomicUsize,
+    refused_oversize: AtomicU64,
+    refused_budget: AtomicU64,
+}
+
+/// A snapshot of a [`FrameBudget`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameBudgetStats {
+    /// Bytes held now for large frames in progress.
+    pub bytes_in_use: u64,
+    /// The cap on `bytes_in_use`.
+    pub bytes_cap: u64,
+    /// Frames refused because their length prefix was above the stream's `max_frame`.
+    pub frames_refused_oversize: u64,
+    /// Frames refused because the shared budget was spent.
+    pub frames_refused_budget: u64,
+}
+
+impl FrameBudget {
+    /// A budget of `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        FrameBudget {
+            cap,
+            used: AtomicUsize::new(0),
+            refused_oversize: AtomicU64::new(0),
+            refused_budget: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> FrameBudgetStats {
+        FrameBudgetStats {
+            bytes_in_use: self.used.load(Ordering::Relaxed) as u64,
+            bytes_cap: self.cap as u64,
+            frames_refused_oversize: self.refused_oversize.load(Ordering::Relaxed),
+            frames_refused_budget: self.refused_budget.load(Ordering::Relaxed),
+        }
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        let mut cur = self.used.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = cur.checked_add(n).filter(|&v| v <= self.cap) else {
+                return false;
+            };
+            match self
+                .used
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Bytes a stream holds from a [`FrameBudget`]; given back on drop.
+struct Held<'a> {
+    budget: Option<&'a FrameBudget>,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Takes `n` more bytes; false when the budget is spent.
+    fn grow(&mut self, n: usize) -> bool {
+        match self.budget {
+            Some(b) if !b.try_take(n) => {
+                b.refused_budget.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            _ => {
+                self.bytes += n;
+                true
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.budget {
+            b.give_back(self.bytes);
         }
     }
 }
@@ -54,10 +160,12 @@ struct FrameReader<R> {
     end: usize,
     max_frame: usize,
     small_reads: u32,
+    budget: Option<Arc<FrameBudget>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    fn new(io: R, max_frame: usize) -> Self {
+    fn new(io: R, config: &SecretStreamConfig) -> Self {
+        let max_frame = config.max_frame;
         FrameReader {
             io,
             // Zeroed allocations this large come from the kernel untouched, so an idle
@@ -67,6 +175,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             end: 0,
             small_reads: 0,
             max_frame: max_frame.min(MAX_FRAME),
+            budget: config.budget.clone(),
         }
     }
 
@@ -140,17 +249,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         ];
         let len = parse_prefix(p);
         if len > self.max_frame {
+            if let Some(b) = &self.budget {
+                b.refused_oversize.fetch_add(1, Ordering::Relaxed);
+            }
             return Err(SecretStreamError::MessageTooLarge(len));
         }
         self.start += PREFIX;
         if len > READ_CHUNK {
-            // Large frame: copy what is buffered, read the rest straight into the body.
-            let have = self.end - self.start;
-            let mut body = vec![0u8; len];
-            let take = have.min(len);
-            body[..take].copy_from_slice(&self.buf[self.start..self.start + take]);
-            self.start += take;
-            self.io.read_exact(&mut body[take..]).await?;
+            let body = self.read_large(len).await?;
             return Ok(Some(f(&body)));
         }
         if !self.fill(len).await? && len > 0 {
@@ -159,6 +265,43 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let out = f(&self.buf[self.start..self.start + len]);
         self.start += len;
         Ok(Some(out))
+    }
+
+    /// Reads a body larger than the read buffer. Memory is touched (and charged to the
+    /// shared budget) only as bytes arrive, [`LARGE_STEP`] at a time, never for the
+    /// announced length up front: a peer that sends only a length prefix costs one step.
+    async fn read_large(&mut self, len: usize) -> Result<Vec<u8>, SecretStreamError> {
+        let mut held = Held {
+            budget: self.budget.as_deref(),
+            bytes: 0,
+        };
+        let mut body: Vec<u8> = Vec::new();
+        let take = (self.end - self.start).min(len);
+        if !held.grow(take) {
+            return Err(SecretStreamError::FrameBudget);
+        }
+        body.reserve_exact(take);
+        body.extend_from_slice(&self.buf[self.start..self.start + take]);
+        self.start += take;
+        while body.len() < len {
+            let old = body.len();
+            let room_end = (old + LARGE_STEP).min(len);
+            if room_end > held.bytes && !held.grow(room_end - held.bytes) {
+                return Err(SecretStreamError::FrameBudget);
+            }
+            if body.capacity() < room_end {
+                // Capacity doubles (address space only) so the copies stay linear.
+                let target = (body.capacity() * 2).max(room_end).min(len);
+                body.reserve_exact(target - old);
+            }
+            body.resize(room_end, 0);
+            let n = self.io.read(&mut body[old..]).await?;
+            body.truncate(old + n);
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+        Ok(body)
     }
 
     /// The next frame body as an owned buffer (handshake messages).
@@ -254,6 +397,12 @@ impl<W: AsyncWrite + Unpin> SecretWriter<W> {
         self.flush().await
     }
 
+    /// The transport underneath. Bytes written to it bypass the encryption and the
+    /// framing (tests and tools that play a misbehaving peer).
+    pub fn transport_mut(&mut self) -> &mut W {
+        &mut self.io
+    }
+
     /// Sends an empty message, which a JS peer with keep-alive on ignores.
     pub async fn send_keepalive(&mut self) -> Result<(), SecretStreamError> {
         self.send(&[]).await
@@ -332,7 +481,7 @@ where
         keypair: KeyPair,
         config: SecretStreamConfig,
     ) -> Result<Self, SecretStreamError> {
-        let mut frames = FrameReader::new(reader, config.max_frame);
+        let mut frames = FrameReader::new(reader, &config);
         let mut hs = Handshake::new(Pattern::XX, is_initiator, keypair, &[], None)?;
         let run = async {
             while !hs.is_complete() {
@@ -372,7 +521,7 @@ where
         handshake: HandshakeResult,
         config: SecretStreamConfig,
     ) -> Result<Self, SecretStreamError> {
-        let frames = FrameReader::new(reader, config.max_frame);
+        let frames = FrameReader::new(reader, &config);
         Self::start(frames, writer, handshake, config).await
     }
 
@@ -501,6 +650,60 @@ mod tests {
         };
         let (_, got) = tokio::join!(sender, receiver);
         assert_eq!(got, vec![b"one".to_vec(), vec![], big]);
+    }
+
+    #[tokio::test]
+    async fn a_length_prefix_alone_costs_one_step_of_the_budget() {
+        let budget = Arc::new(FrameBudget::new(4 * LARGE_STEP));
+        let config = SecretStreamConfig {
+            budget: Some(budget.clone()),
+            max_frame: 8 << 20,
+            ..SecretStreamConfig::default()
+        };
+        let (mut tx, rx) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(rx, &config);
+        tx.write_all(&prefix(8 << 20)).await.unwrap();
+        tx.write_all(&[1, 2, 3]).await.unwrap();
+        let read = tokio::spawn(async move { reader.next().await.map(|f| f.map(|b| b.len())) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The 3 bytes that arrived plus one step to read into.
+        assert_eq!(budget.stats().bytes_in_use, 3 + LARGE_STEP as u64);
+        // A whole frame needs more than the budget: the stream fails, the bytes come back.
+        let _ = tx.write_all(&vec![0u8; 5 * LARGE_STEP]).await;
+        assert!(matches!(
+            read.await.unwrap(),
+            Err(SecretStreamError::FrameBudget)
+        ));
+        let s = budget.stats();
+        assert_eq!((s.bytes_in_use, s.frames_refused_budget), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn large_frames_arrive_whole_and_oversize_ones_are_counted() {
+        let budget = Arc::new(FrameBudget::new(64 << 20));
+        let config = SecretStreamConfig {
+            budget: Some(budget.clone()),
+            max_frame: 3 << 20,
+            ..SecretStreamConfig::default()
+        };
+        let (mut tx, rx) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(rx, &config);
+        let body: Vec<u8> = (0..(3usize << 20)).map(|i| i as u8).collect();
+        let writer = tokio::spawn(async move {
+            tx.write_all(&prefix(body.len())).await.unwrap();
+            tx.write_all(&body).await.unwrap();
+            tx.write_all(&prefix((3 << 20) + 1)).await.unwrap();
+            (tx, body)
+        });
+        let got = reader.next().await.unwrap().unwrap();
+        let (_tx, body) = writer.await.unwrap();
+        assert_eq!(got, body);
+        assert!(matches!(
+            reader.next().await,
+            Err(SecretStreamError::MessageTooLarge(_))
+        ));
+        let s = budget.stats();
+        assert_eq!((s.bytes_in_use, s.frames_refused_oversize), (0, 1));
     }
 
     #[tokio::test]

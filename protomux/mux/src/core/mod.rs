@@ -20,6 +20,10 @@ use crate::MuxError;
 #[cfg(test)]
 mod tests;
 
+/// Default of [`CoreConfig::max_held_bytes`]: 4 MiB per connection (JS: unbounded; it
+/// only pauses its stream above 32 KiB, which a single large frame can overshoot).
+pub const DEFAULT_MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
+
 /// Limits and timing of a [`MuxCore`].
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -48,7 +52,7 @@ impl Default for CoreConfig {
             grace_ms: 1000,
             max_pending_opens: 256,
             max_buffered: 32 * 1024,
-            max_held_bytes: 64 * 1024 * 1024,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             max_remote_id: 1 << 16,
             max_batch_depth: 4,
         }
@@ -804,6 +808,7 @@ impl MuxCore {
                 self.buffered += cost;
                 self.held_bytes += cost;
                 if self.held_bytes > self.config.max_held_bytes {
+                    crate::stats::held_bytes_exceeded(self.config.max_held_bytes);
                     return Err(MuxError::PendingOverflow(self.config.max_held_bytes));
                 }
                 Ok(())
@@ -917,10 +922,12 @@ impl MuxCore {
     /// A remote open nothing local answers yet.
     fn hold(&mut self, remote_id: u32, key: Key, handshake: &[u8]) -> Result<(), MuxError> {
         if self.held_opens >= self.config.max_pending_opens {
+            crate::stats::pending_opens_exceeded(self.config.max_pending_opens);
             return Err(MuxError::TooManyPendingOpens(self.config.max_pending_opens));
         }
         let cost = PENDING_OVERHEAD + handshake.len();
         if self.held_bytes + cost > self.config.max_held_bytes {
+            crate::stats::held_bytes_exceeded(self.config.max_held_bytes);
             return Err(MuxError::PendingOverflow(self.config.max_held_bytes));
         }
         let paired = self.is_paired(&key);
