@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use intercom_peer::cli::{CliContext, ConsoleSink, Dispatcher, HELP};
+use intercom_peer::inbox::{Inbox, InboxLimits, InboxSink};
 use intercom_peer::{BridgeSink, PeerBackend, PeerConfig, PeerRuntime};
 use intercom_sc_bridge::{Bridge, BridgeConfig, DEFAULT_PORT};
 use intercom_sidechannel::args::{parse_arg_file_text, parse_welcome_arg, ArgError};
@@ -81,6 +82,24 @@ pub struct RunArgs {
     /// Print the resolved configuration as JSON and exit (nothing is opened or bound).
     #[arg(long)]
     pub print_config: bool,
+
+    // ----- the durable inbox
+    /// Keep every delivered sidechannel message in the peer store until each agent
+    /// acknowledges it (bridge inbox_recv / inbox_ack / inbox_status) [default: 1]
+    #[arg(long, value_name = BOOL, env = "INTERCOM_INBOX", num_args = 0..=1, default_missing_value = "1", help_heading = "Inbox", value_parser = flag_bool)]
+    pub inbox: Option<bool>,
+
+    /// Inbox retention: messages kept at most; the oldest go first [default: 100000]
+    #[arg(long, value_name = "N", env = "INTERCOM_INBOX_MAX_MESSAGES", help_heading = "Inbox", value_parser = clap::value_parser!(u64).range(1..))]
+    pub inbox_max_messages: Option<u64>,
+
+    /// Inbox retention: bytes of stored messages kept at most [default: 67108864]
+    #[arg(long, value_name = "BYTES", env = "INTERCOM_INBOX_MAX_BYTES", help_heading = "Inbox", value_parser = clap::value_parser!(u64).range(1024..))]
+    pub inbox_max_bytes: Option<u64>,
+
+    /// Inbox retention: messages older than this many seconds are deleted [default: 604800]
+    #[arg(long, value_name = "SEC", env = "INTERCOM_INBOX_MAX_AGE", help_heading = "Inbox", value_parser = clap::value_parser!(u64).range(1..))]
+    pub inbox_max_age: Option<u64>,
 
     // ----- subnet and settlement planes
     /// Subnet/app identity [default: trac-peer-subnet]
@@ -382,6 +401,8 @@ pub struct Settings {
     pub subnet_bootstrap: Option<[u8; 32]>,
     /// The admin feeds the sample timer feature.
     pub timer: bool,
+    /// The durable inbox's retention, `None` when it is off (`--inbox 0`).
+    pub inbox: Option<InboxLimits>,
     /// (flag, value, why) for every flag of a plane that does not exist yet.
     pub unavailable: Vec<(&'static str, String, &'static str)>,
 }
@@ -541,6 +562,16 @@ impl RunArgs {
                 .to_owned(),
             subnet_bootstrap: self.subnet_bootstrap.map(|k| k.0),
             timer: false,
+            inbox: self.inbox.unwrap_or(true).then(|| {
+                let defaults = InboxLimits::default();
+                InboxLimits {
+                    max_messages: self.inbox_max_messages.unwrap_or(defaults.max_messages),
+                    max_bytes: self.inbox_max_bytes.unwrap_or(defaults.max_bytes),
+                    max_age_ms: self
+                        .inbox_max_age
+                        .map_or(defaults.max_age_ms, |s| s.saturating_mul(1000)),
+                }
+            }),
             unavailable,
         })
     }
@@ -590,6 +621,11 @@ impl Settings {
             "subnetChannel": self.subnet_channel,
             "subnetBootstrap": self.subnet_bootstrap.map(hex::encode),
             "timer": self.timer,
+            "inbox": self.inbox.map(|l| json!({
+                "maxMessages": l.max_messages,
+                "maxBytes": l.max_bytes,
+                "maxAgeMs": l.max_age_ms,
+            })),
             "sidechannel": {
                 "entry": sc.entry_channel,
                 "extras": sc.channels,
@@ -729,6 +765,16 @@ pub async fn run(
     let (handle, runtime_task) = PeerRuntime::spawn(config, keypair.clone(), discovery)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let net_task = net.start(handle.connector());
+    // The inbox's sink comes first: a message is stored before any bridge client sees it.
+    let inbox = match settings.inbox {
+        Some(limits) => {
+            let inbox =
+                Arc::new(Inbox::open(store.shared_kv(), limits).context("opening the inbox")?);
+            handle.add_sink(InboxSink(inbox.clone())).await?;
+            Some(inbox)
+        }
+        None => None,
+    };
     let bridge_enabled = settings.bridge.is_some();
     handle
         .add_sink(ConsoleSink::stdout(
@@ -784,6 +830,9 @@ pub async fn run(
         Some(b) => {
             let mut backend =
                 PeerBackend::new(handle.clone(), Some(info.clone())).with_subnet(subnet.clone());
+            if let Some(inbox) = &inbox {
+                backend = backend.with_inbox(inbox.clone());
+            }
             if b.cli {
                 backend = backend.with_cli(dispatcher.clone());
             }

@@ -17,6 +17,7 @@
 //! | `info`         | the `info` object given at construction           | [`Backend::info`]     |
 //! | `cli`          | `TerminalHandlers` + console capture              | [`Backend::cli`]      |
 //! | `tx`, `get`, `subnet` | `/tx`, `/get` (an addition: JS has no such bridge messages) | [`Backend::subnet`] |
+//! | `inbox_recv`, `inbox_ack`, `inbox_status` | (an addition: JS has no inbox) | [`Backend::inbox`] |
 //! | (not ready)    | `this.sidechannel == null`                        | [`Backend::is_ready`] |
 
 use std::future::Future;
@@ -102,6 +103,54 @@ pub enum SubnetRequest {
     },
 }
 
+/// Longest `inbox_recv` wait, ms.
+pub const MAX_INBOX_WAIT_MS: u64 = 300_000;
+/// Most messages one `inbox_recv` returns.
+pub const MAX_INBOX_LIMIT: usize = 1000;
+/// Messages an `inbox_recv` returns when it names no `limit`.
+pub const DEFAULT_INBOX_LIMIT: usize = 100;
+
+/// Whether `name` is a valid inbox agent name: `[A-Za-z0-9._-]{1,64}`.
+pub fn valid_agent_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// An inbox command (`inbox_recv`, `inbox_ack`, `inbox_status`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboxRequest {
+    /// `{type:"inbox_recv", agent, wait_ms?, limit?, channel?, from?, ack?}`: the agent's
+    /// pending messages, waiting up to `wait_ms` for one when none is pending.
+    Recv {
+        /// The agent (`[A-Za-z0-9._-]{1,64}`).
+        agent: String,
+        /// How long to wait for a message when none is pending (0..=[`MAX_INBOX_WAIT_MS`]).
+        wait_ms: u64,
+        /// Most messages to return (1..=[`MAX_INBOX_LIMIT`]).
+        limit: usize,
+        /// Only this channel's messages.
+        channel: Option<String>,
+        /// Only messages from this author key (hex).
+        from: Option<String>,
+        /// Acknowledge everything up to this sequence number first.
+        ack: Option<u64>,
+    },
+    /// `{type:"inbox_ack", agent, seq}`: acknowledge everything up to `seq`.
+    Ack {
+        /// The agent.
+        agent: String,
+        /// The sequence number.
+        seq: u64,
+    },
+    /// `{type:"inbox_status", agent?}`: counts, limits and the agents' positions.
+    Status {
+        /// Only this agent (registered if new).
+        agent: Option<String>,
+    },
+}
+
 /// An `open` command, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenRequest {
@@ -162,6 +211,20 @@ pub trait Backend: Send + Sync + 'static {
                 error: Some("CLI is not supported by this peer.".to_owned()),
                 result: Value::Null,
             }
+        }
+    }
+
+    /// Runs an inbox command; the reply body (its `type` is added by the bridge).
+    fn inbox(
+        &self,
+        req: InboxRequest,
+    ) -> impl Future<Output = Result<serde_json::Map<String, Value>, BackendError>> + Send {
+        let _ = req;
+        async {
+            Err(BackendError::Inbox {
+                code: crate::ErrorCode::InboxUnavailable,
+                message: "This peer keeps no inbox.".to_owned(),
+            })
         }
     }
 
@@ -226,6 +289,10 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         &self,
         req: SubnetRequest,
     ) -> BoxFut<'_, Result<serde_json::Map<String, Value>, BackendError>>;
+    fn inbox(
+        &self,
+        req: InboxRequest,
+    ) -> BoxFut<'_, Result<serde_json::Map<String, Value>, BackendError>>;
 }
 
 impl<B: Backend> DynBackend for B {
@@ -261,5 +328,11 @@ impl<B: Backend> DynBackend for B {
         req: SubnetRequest,
     ) -> BoxFut<'_, Result<serde_json::Map<String, Value>, BackendError>> {
         Box::pin(Backend::subnet(self, req))
+    }
+    fn inbox(
+        &self,
+        req: InboxRequest,
+    ) -> BoxFut<'_, Result<serde_json::Map<String, Value>, BackendError>> {
+        Box::pin(Backend::inbox(self, req))
     }
 }

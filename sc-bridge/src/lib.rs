@@ -136,7 +136,9 @@ mod session;
 pub mod token;
 
 pub use backend::{
-    Backend, Identity, JoinRequest, OpenRequest, SendReport, SendRequest, SubnetRequest, Unattached,
+    valid_agent_name, Backend, Identity, InboxRequest, JoinRequest, OpenRequest, SendReport,
+    SendRequest, SubnetRequest, Unattached, DEFAULT_INBOX_LIMIT, MAX_INBOX_LIMIT,
+    MAX_INBOX_WAIT_MS,
 };
 pub use error::{BackendError, BridgeError, ErrorCode};
 pub use filter::{Filter, FilterScope};

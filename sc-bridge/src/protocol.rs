@@ -23,6 +23,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
+use crate::backend::{
+    valid_agent_name, InboxRequest, DEFAULT_INBOX_LIMIT, MAX_INBOX_LIMIT, MAX_INBOX_WAIT_MS,
+};
 use crate::error::ErrorCode;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -151,6 +154,11 @@ pub enum ClientMessage {
         /// The other fields, as strings.
         args: Vec<(String, String)>,
     },
+    /// `{type:"inbox_recv" | "inbox_ack" | "inbox_status", ...}` → `inbox` /
+    /// `inbox_acked` / `inbox_status` (an addition), or the `invalid_field` message naming
+    /// the field that is wrong. Never serialized.
+    #[serde(skip)]
+    Inbox(Result<InboxRequest, String>),
     /// Any other `type`; answered with `Unknown type: <type>`. Never serialized.
     #[serde(skip)]
     Unknown {
@@ -289,11 +297,71 @@ pub fn decode_request(value: &Value) -> Result<Request, DecodeError> {
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
         },
+        kind @ ("inbox_recv" | "inbox_ack" | "inbox_status") => {
+            ClientMessage::Inbox(decode_inbox(kind, obj))
+        }
         other => ClientMessage::Unknown {
             type_name: other.to_owned(),
         },
     };
     Ok(Request { id, message })
+}
+
+/// Validates an inbox command's fields; the error names the field and what it takes.
+fn decode_inbox(kind: &str, obj: &Map<String, Value>) -> Result<InboxRequest, String> {
+    let agent = |required: bool| -> Result<Option<String>, String> {
+        match obj.get("agent") {
+            None | Some(Value::Null) if !required => Ok(None),
+            Some(Value::String(a)) if valid_agent_name(a) => Ok(Some(a.clone())),
+            _ => Err(format!(
+                "{kind}: agent must be a name of 1 to 64 characters of A-Z a-z 0-9 . _ -"
+            )),
+        }
+    };
+    let number = |field: &str, max: u64| -> Result<Option<u64>, String> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n <= max)
+                .map(Some)
+                .ok_or_else(|| format!("{kind}: {field} must be an integer from 0 to {max}")),
+        }
+    };
+    let text = |field: &str| -> Result<Option<String>, String> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+            _ => Err(format!("{kind}: {field} must be a non-empty string")),
+        }
+    };
+    let agent_name = || agent(true).map(Option::unwrap_or_default);
+    Ok(match kind {
+        "inbox_recv" => InboxRequest::Recv {
+            agent: agent_name()?,
+            wait_ms: number("wait_ms", MAX_INBOX_WAIT_MS)?.unwrap_or(0),
+            limit: match number("limit", MAX_INBOX_LIMIT as u64)? {
+                None => DEFAULT_INBOX_LIMIT,
+                Some(0) => {
+                    return Err(format!(
+                        "{kind}: limit must be an integer from 1 to {MAX_INBOX_LIMIT}"
+                    ))
+                }
+                Some(n) => n as usize,
+            },
+            channel: text("channel")?,
+            from: text("from")?.map(|f| f.to_ascii_lowercase()),
+            ack: number("ack", u64::MAX)?,
+        },
+        "inbox_ack" => InboxRequest::Ack {
+            agent: agent_name()?,
+            seq: number("seq", u64::MAX)?
+                .ok_or_else(|| format!("{kind}: seq must be an integer from 0 to {}", u64::MAX))?,
+        },
+        _ => InboxRequest::Status {
+            agent: agent(false)?,
+        },
+    })
 }
 
 /// The request id to echo: present when `id` is an integer-valued JSON number (JS `Number.isInteger`), so `1` and
@@ -401,6 +469,13 @@ pub enum ServerMessage {
     SubnetOpResult(Map<String, Value>),
     /// `{type:"sidechannel_drop", channel, reason, from, detail, ts}`: an addition, see [`DropNotice`].
     SidechannelDrop(DropNotice),
+    /// `{type:"inbox", agent, messages, missed, acked, scannedTo, pending}`: the answer to
+    /// `inbox_recv` (an addition).
+    Inbox(Map<String, Value>),
+    /// `{type:"inbox_acked", agent, acked}`: the answer to `inbox_ack` (an addition).
+    InboxAcked(Map<String, Value>),
+    /// `{type:"inbox_status", ...}`: the answer to `inbox_status` (an addition).
+    InboxStatus(Map<String, Value>),
 }
 
 /// The `hello` event.

@@ -51,7 +51,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::backend::{Backend, DynBackend, SubnetRequest};
+use crate::backend::{Backend, DynBackend, InboxRequest, SubnetRequest};
 use crate::error::{BridgeError, ErrorCode};
 use crate::filter::{Filter, FilterScope};
 use crate::guard::{source_key, AuthThrottle, AuthThrottleConfig, LogGate, PendingSet};
@@ -1541,6 +1541,11 @@ fn hello(ctx: &ConnCtx) -> Hello {
 
 async fn run_call(ctx: &ConnCtx, call: Call) -> Outcome {
     let backend = &ctx.backend;
+    // A waiting `inbox_recv` may take its wait on top of the usual time.
+    let wait = match &call {
+        Call::Inbox(InboxRequest::Recv { wait_ms, .. }) => Duration::from_millis(*wait_ms),
+        _ => Duration::ZERO,
+    };
     let fut = async {
         match call {
             Call::Send(req) => match backend.send(req).await {
@@ -1573,9 +1578,13 @@ async fn run_call(ctx: &ConnCtx, call: Call) -> Outcome {
                 Ok(body) => Outcome::Subnet(body),
                 Err(e) => Outcome::Failed(e),
             },
+            Call::Inbox(req) => match backend.inbox(req).await {
+                Ok(body) => Outcome::Inbox(body),
+                Err(e) => Outcome::Failed(e),
+            },
         }
     };
-    tokio::time::timeout(ctx.cfg.backend_timeout, fut)
+    tokio::time::timeout(ctx.cfg.backend_timeout + wait, fut)
         .await
         .unwrap_or(Outcome::TimedOut)
 }

@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::backend::{JoinRequest, OpenRequest, SendReport, SendRequest, SubnetRequest};
+use crate::backend::{
+    InboxRequest, JoinRequest, OpenRequest, SendReport, SendRequest, SubnetRequest,
+};
 use crate::error::{BackendError, ErrorCode};
 use crate::filter::{Filter, FilterScope};
 use crate::protocol::{
@@ -41,6 +43,7 @@ pub(crate) enum Call {
     Info,
     Cli(String),
     Subnet(SubnetRequest),
+    Inbox(InboxRequest),
 }
 
 /// The result of a [`Call`].
@@ -53,6 +56,7 @@ pub(crate) enum Outcome {
     Info(Option<Value>),
     Cli(CliResult),
     Subnet(serde_json::Map<String, Value>),
+    Inbox(serde_json::Map<String, Value>),
     Failed(BackendError),
     TimedOut,
 }
@@ -257,6 +261,8 @@ impl Session {
                 }))
             }
             M::Subnet => Step::Call(Call::Subnet(SubnetRequest::Info)),
+            M::Inbox(Ok(req)) => Step::Call(Call::Inbox(req)),
+            M::Inbox(Err(why)) => reply(error(ErrorCode::InvalidField, why)),
             M::SubnetOp { op, args } => {
                 if op.is_empty() {
                     return reply(error(ErrorCode::MissingField, "Missing op."));
@@ -478,6 +484,15 @@ impl Session {
             (Call::Subnet(_), Outcome::Failed(e)) => match e {
                 BackendError::Subnet { code, message } => error(code, message),
                 e => common_failure(e, ErrorCode::SubnetFailed, "Subnet command failed"),
+            },
+            (Call::Inbox(req), Outcome::Inbox(body)) => match req {
+                InboxRequest::Recv { .. } => ServerMessage::Inbox(body),
+                InboxRequest::Ack { .. } => ServerMessage::InboxAcked(body),
+                InboxRequest::Status { .. } => ServerMessage::InboxStatus(body),
+            },
+            (Call::Inbox(_), Outcome::Failed(e)) => match e {
+                BackendError::Inbox { code, message } => error(code, message),
+                e => common_failure(e, ErrorCode::InboxFailed, "Inbox command failed"),
             },
             (call, outcome) => {
                 tracing::error!(
@@ -886,6 +901,7 @@ mod tests {
                     Call::Info => Outcome::Info(None),
                     Call::Cli(_) => Outcome::Cli(CliResult::default()),
                     Call::Subnet(_) => Outcome::Subnet(Default::default()),
+                    Call::Inbox(_) => Outcome::Inbox(Default::default()),
                     Call::Join(_) | Call::Open(_) => Outcome::Failed(BackendError::Denied),
                 };
                 let reply = s.finish(call, outcome);

@@ -84,6 +84,8 @@ pub trait KvStore: Send + Sync {
     fn write(&self, batch: Batch<'_>, durable: bool) -> Result<(), StoreError>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// At most `limit` entries with `start <= key < end`, in key order.
+    fn scan_range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StoreError>;
 }
 
 /// What an acknowledged (durable) write survives.
@@ -333,6 +335,22 @@ impl KvStore for RocksStore {
         }
         Ok(out)
     }
+
+    fn scan_range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator(rocksdb::IteratorMode::From(
+            start,
+            rocksdb::Direction::Forward,
+        ));
+        for item in iter.take(limit) {
+            let (k, v) = item.map_err(|e| StoreError::Db(e.into_string()))?;
+            if &*k >= end {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
 }
 
 /// The first key past every key that starts with `prefix` (`None` when the prefix is all
@@ -396,6 +414,18 @@ impl KvStore for MemoryStore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
+
+    fn scan_range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .map()
+            .range(start.to_vec()..end.to_vec())
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 #[cfg(all(test, feature = "rocksdb"))]
@@ -428,6 +458,17 @@ mod tests {
             vec![(b"p/3".to_vec(), b"after".to_vec())]
         );
         assert_eq!(store.get(b"q").unwrap().as_deref(), Some(&b"3"[..]));
+
+        // Ranges: half-open, in key order, cut at the limit.
+        let mut b = Batch::default();
+        for i in 0..5u8 {
+            b.put(&[b'r', i], &[i]);
+        }
+        store.write(b, false).unwrap();
+        let keys = |e: Entries| e.into_iter().map(|(k, _)| k[1]).collect::<Vec<_>>();
+        assert_eq!(keys(store.scan_range(b"r\x01", b"r\x04", 10).unwrap()), [1, 2, 3]);
+        assert_eq!(keys(store.scan_range(b"r", b"s", 2).unwrap()), [0, 1]);
+        assert!(store.scan_range(b"r\x04", b"r\x01", 10).unwrap().is_empty());
 
         // Blobs small and large, in batches with ordinary writes, read back in any order.
         let small = vec![3u8; 100];

@@ -1,15 +1,19 @@
 //! The runtime as an SC-Bridge backend, and the sink that publishes its events to clients.
 
 use intercom_sc_bridge::{
-    Backend, BackendError, CliResult, DropNotice, ErrorCode, Event, Identity, JoinRequest,
-    OpenRequest, Publisher, SendReport, SendRequest, SidechannelMessage, Stats, SubnetRequest,
+    Backend, BackendError, CliResult, DropNotice, ErrorCode, Event, Identity, InboxRequest,
+    JoinRequest, OpenRequest, Publisher, SendReport, SendRequest, SidechannelMessage, Stats,
+    SubnetRequest,
 };
 use intercom_sidechannel::{DropReason, JoinError, SendError, SidechannelEvent};
 use intercom_subnet::{SubnetError, SubnetHandle};
 use serde_json::{json, Map, Value};
 
+use std::sync::Arc;
+
 use crate::cli::{BridgeCliPolicy, Dispatcher};
 use crate::events::{EventSink, PeerEvent};
+use crate::inbox::{Inbox, InboxError, RecvQuery};
 use crate::runtime::{now_ms, PeerError, PeerHandle};
 
 /// [`Backend`] over a [`PeerHandle`]: what `intercom run` gives `Bridge::bind`.
@@ -19,6 +23,7 @@ pub struct PeerBackend {
     cli: Option<Dispatcher>,
     info: Option<Value>,
     subnet: Option<SubnetHandle>,
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl PeerBackend {
@@ -30,7 +35,14 @@ impl PeerBackend {
             cli: None,
             info,
             subnet: None,
+            inbox: None,
         }
+    }
+
+    /// Serves the bridge's `inbox_recv`, `inbox_ack` and `inbox_status` with `inbox`.
+    pub fn with_inbox(mut self, inbox: Arc<Inbox>) -> Self {
+        self.inbox = Some(inbox);
+        self
     }
 
     /// Serves the bridge's `tx`, `get` and `subnet` commands with `subnet`.
@@ -51,6 +63,18 @@ impl PeerBackend {
         };
         self.cli = Some(dispatcher);
         self
+    }
+}
+
+/// How inbox errors surface through the bridge.
+fn inbox_error(e: InboxError) -> BackendError {
+    let code = match e {
+        InboxError::BadAgent(_) => ErrorCode::InvalidField,
+        _ => ErrorCode::InboxFailed,
+    };
+    BackendError::Inbox {
+        code,
+        message: e.to_string(),
     }
 }
 
@@ -139,6 +163,64 @@ impl Backend for PeerBackend {
 
     fn info(&self) -> Option<Value> {
         self.info.clone()
+    }
+
+    async fn inbox(&self, req: InboxRequest) -> Result<Map<String, Value>, BackendError> {
+        let Some(inbox) = &self.inbox else {
+            return Err(BackendError::Inbox {
+                code: ErrorCode::InboxUnavailable,
+                message: "This peer keeps no inbox (--inbox 0).".into(),
+            });
+        };
+        match req {
+            InboxRequest::Recv {
+                agent,
+                wait_ms,
+                limit,
+                channel,
+                from,
+                ack,
+            } => {
+                let deadline =
+                    tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+                let mut newest = inbox.subscribe();
+                let mut query = RecvQuery {
+                    limit,
+                    channel,
+                    from,
+                    ack,
+                };
+                loop {
+                    // Marks the current newest as seen before reading, so a message stored
+                    // between the read and the wait still wakes the wait.
+                    newest.borrow_and_update();
+                    let got = inbox.recv(&agent, &query, now_ms()).map_err(inbox_error)?;
+                    query.ack = None;
+                    let waited_out = tokio::time::Instant::now() >= deadline;
+                    if !got.messages.is_empty() || got.missed > 0 || waited_out {
+                        return Ok(got.to_json(&agent));
+                    }
+                    tokio::select! {
+                        changed = newest.changed() => {
+                            if changed.is_err() {
+                                return Ok(got.to_json(&agent));
+                            }
+                        }
+                        _ = tokio::time::sleep_until(deadline) => {}
+                    }
+                }
+            }
+            InboxRequest::Ack { agent, seq } => {
+                let acked = inbox.ack(&agent, seq).map_err(inbox_error)?;
+                let mut body = Map::new();
+                body.insert("agent".into(), agent.into());
+                body.insert("acked".into(), acked.into());
+                Ok(body)
+            }
+            InboxRequest::Status { agent } => inbox
+                .status(agent.as_deref(), now_ms())
+                .map_err(inbox_error),
+        }
     }
 
     async fn subnet(&self, req: SubnetRequest) -> Result<Map<String, Value>, BackendError> {

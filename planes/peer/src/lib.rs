@@ -78,6 +78,7 @@ mod bridge;
 pub mod cli;
 mod congestion;
 pub mod counters;
+pub mod inbox;
 mod events;
 mod network;
 mod runtime;
