@@ -155,8 +155,9 @@ pub use policy::{
 };
 
 /// Fuzz entry point: feeds arbitrary bytes through every decoder and through the policy
-/// of a configured plane (entry, welcomed, owner-only and invite-only channels), and
-/// checks that whatever the plane sends decodes again.
+/// of a configured plane (entry, welcomed, owner-only and invite-only channels), checks
+/// that whatever the plane sends decodes again, and that replays of the same bytes inside
+/// and after the freshness window deliver nothing twice.
 pub fn fuzz_payload(data: &[u8]) {
     use intercom_crypto::KeyPair;
     use serde_json::Value;
@@ -219,12 +220,38 @@ pub fn fuzz_payload(data: &[u8]) {
         plane.on_message(10 + i as u64, ConnId(2), ch, &wrapped);
     }
     plane.on_message(100, ConnId(3), "room", data);
-    while let Some(out) = plane.poll_output() {
-        if let Output::Send { bytes, .. } = out {
-            assert!(
-                Payload::decode(&bytes).is_ok(),
-                "plane sent undecodable bytes"
-            );
+    // Exactly once: no id is delivered twice, neither when the same bytes come again
+    // inside the freshness window (a minute later, through the other connection) nor
+    // after it (then they are stale).
+    let mut delivered = std::collections::BTreeSet::new();
+    let mut drain = |plane: &mut Sidechannel| {
+        while let Some(out) = plane.poll_output() {
+            match out {
+                Output::Send { bytes, .. } => assert!(
+                    Payload::decode(&bytes).is_ok(),
+                    "plane sent undecodable bytes"
+                ),
+                Output::Event(SidechannelEvent::Message {
+                    channel, payload, ..
+                }) => assert!(
+                    delivered.insert(payload.dedupe_key(&channel)),
+                    "delivered twice: {payload:?}"
+                ),
+                _ => {}
+            }
         }
+    };
+    drain(&mut plane);
+    for now in [60_010, 200_010] {
+        for ch in ["0000intercom", "room", "owned", "pow", "vip"] {
+            plane.on_message(now, ConnId(2), ch, data);
+            plane.on_message(now, ConnId(1), ch, &wrapped);
+        }
+        drain(&mut plane);
     }
+}
+
+/// Fuzz entry point for the dedupe cache alone: see [`seen::fuzz_ops`].
+pub fn fuzz_dedupe(data: &[u8]) {
+    seen::fuzz_ops(data);
 }

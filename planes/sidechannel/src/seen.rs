@@ -182,6 +182,70 @@ impl SeenCache {
     }
 }
 
+/// Fuzz entry point: a sequence of lookups and inserts under a clock that moves forward,
+/// checked against a plain map of what was inserted. An id inserted with timestamp `t` must
+/// be found until `t + window` and gone one bucket later; the cache never holds more than
+/// its cap and refuses an insert only when full.
+///
+/// The first two bytes pick the window (8-2,048 ms) and the cap (1-64); then each 4-byte
+/// record is a clock step, a key (32 possible) and a timestamp from a window back to half
+/// a window ahead.
+pub fn fuzz_ops(data: &[u8]) {
+    use std::collections::HashMap;
+    let Some(([w, m], mut rest)) = data.split_first_chunk::<2>() else {
+        return;
+    };
+    let window = 8 + u64::from(*w) * 8;
+    let max = 1 + usize::from(*m % 64);
+    let mut cache = SeenCache::new(max, window);
+    let bucket = cache.bucket_ms;
+    let mut model: HashMap<u8, u64> = HashMap::new();
+    let mut now = 1_000_000u64;
+    while let Some(([step, key, t0, t1], tail)) = rest.split_first_chunk::<4>() {
+        rest = tail;
+        now += u64::from(*step) * window / 64;
+        let key = key % 32;
+        let name = format!("id-{key}");
+        let offset = u64::from(u16::from_le_bytes([*t0, *t1])) % (window + window / 2 + 1);
+        let ts = now - window + offset;
+        // The model forgets what is surely gone.
+        model.retain(|_, t| now < *t + window + bucket);
+        for (k, t) in &model {
+            if now <= *t + window {
+                assert!(
+                    cache.contains(&format!("id-{k}"), now),
+                    "id-{k} lost inside the window"
+                );
+            }
+        }
+        let known = cache.contains(&name, now);
+        if !known {
+            assert!(model.get(&key).is_none_or(|t| now > *t + window));
+        }
+        let room = cache.has_room(now);
+        let inserted = cache.insert(&name, ts, now);
+        assert!(cache.len() <= max);
+        if known {
+            assert!(inserted, "a known id is accepted");
+        } else {
+            assert_eq!(inserted, room, "refused only when full");
+            if inserted {
+                model.insert(key, ts.max(now - window));
+            }
+        }
+        if inserted {
+            assert!(cache.contains(&name, now));
+        }
+    }
+    // Long after the last timestamp everything is gone.
+    let later = now + 3 * window + bucket;
+    assert!(model
+        .keys()
+        .all(|k| !cache.contains(&format!("id-{k}"), later)));
+    cache.purge(later);
+    assert!(cache.is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +289,22 @@ mod tests {
         assert!(c.has_room(later));
         assert!(c.insert("d", later, later));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn fuzz_ops_on_pseudo_random_input() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in [0, 2, 6, 64, 400, 4_000] {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            fuzz_ops(&data);
+        }
     }
 
     #[test]
