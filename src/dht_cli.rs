@@ -44,6 +44,8 @@ pub struct DhtNodeArgs {
     /// once, so it stores records and routes for others.
     #[arg(long)]
     adaptive: bool,
+    #[command(flatten)]
+    metrics: crate::metrics_cli::MetricsArgs,
 }
 
 /// Options of `intercom dht`.
@@ -250,6 +252,7 @@ async fn node_main(args: DhtNodeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot bind the DHT node")?;
     let dht = node.dht().clone();
+    let metrics = crate::metrics_cli::serve_dht_node(&args.metrics, &node).await?;
     dht.bootstrapped().await?;
     if !args.adaptive {
         let _ = tokio::time::timeout(PERSISTENT_WAIT, dht.persistent()).await;
@@ -266,6 +269,7 @@ async fn node_main(args: DhtNodeArgs) -> anyhow::Result<()> {
         "bootstrap": bootstrap.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "nodes": status.table_len,
         "pid": std::process::id(),
+        "metrics": metrics.as_ref().map(|m| format!("http://{}/metrics", m.local_addr())),
     }));
     if !bootstrap.is_empty() && dht.nodes(Some(1)).await?.is_empty() {
         eprintln!("warning: no bootstrap node answered; waiting for others to find us");

@@ -8,6 +8,8 @@ mod cli_values;
 mod demo;
 mod dht_cli;
 mod log_cli;
+mod logging;
+mod metrics_cli;
 mod peer_net;
 mod run_cli;
 mod subnet_cli;
@@ -24,6 +26,8 @@ pub use intercom_contracts::Contract;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +57,12 @@ enum Command {
 pub fn main_with_contract(contract: Arc<dyn Contract>) -> anyhow::Result<()> {
     forget_blank_env_vars(&Cli::command());
     let cli = Cli::parse();
+    logging::configure(cli.log.clone());
+    // `intercom run` installs its own default filter (its debug flags add to it); the
+    // other commands log nothing unless asked (--log-level or RUST_LOG).
+    if !matches!(cli.command, Command::Run(_)) {
+        logging::init("off");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {

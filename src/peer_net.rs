@@ -94,6 +94,11 @@ impl PeerNet {
         self
     }
 
+    /// A handle on the swarm's DHT node (for the metrics endpoint).
+    pub fn dht(&self) -> intercom_hyperdht::HyperDht {
+        self.swarm.dht().clone()
+    }
+
     /// Starts forwarding topics and connections.
     pub fn start(self, connector: ConnectionSink) -> PeerNetTask {
         let (stop, stop_rx) = oneshot::channel();
@@ -133,8 +138,8 @@ async fn run(
     tokio::select! {
         r = tokio::time::timeout(BOOTSTRAP_WAIT, swarm.dht().dht().bootstrapped()) => match r {
             Ok(Ok(_)) => tracing::info!("peer DHT bootstrapped"),
-            Ok(Err(e)) => eprintln!("warning: the peer's DHT did not bootstrap ({e}); discovery keeps trying"),
-            Err(_) => eprintln!("warning: the peer's DHT is not bootstrapped after {} s; discovery keeps trying", BOOTSTRAP_WAIT.as_secs()),
+            Ok(Err(e)) => crate::logging::warning(&format!("the peer's DHT did not bootstrap ({e}); discovery keeps trying")),
+            Err(_) => crate::logging::warning(&format!("the peer's DHT is not bootstrapped after {} s; discovery keeps trying", BOOTSTRAP_WAIT.as_secs())),
         },
         _ = &mut stop => {
             let _ = tokio::time::timeout(SHUTDOWN_WAIT, swarm.destroy()).await;

@@ -369,6 +369,10 @@ pub struct RunArgs {
     /// Verbose SC-Bridge logs [default: 0]
     #[arg(long, value_name = BOOL, env = "SC_BRIDGE_DEBUG", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge", value_parser = flag_bool)]
     pub sc_bridge_debug: Option<bool>,
+
+    // ----- operator surfaces
+    #[command(flatten)]
+    pub metrics: crate::metrics_cli::MetricsArgs,
 }
 
 /// The bridge part of [`Settings`].
@@ -676,11 +680,8 @@ fn init_logging(s: &Settings) {
     if s.bridge.as_ref().is_some_and(|b| b.debug) {
         filter.push_str(",intercom_sc_bridge=debug");
     }
-    let filter = std::env::var("RUST_LOG").unwrap_or(filter);
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .try_init();
+    // --log-level, else RUST_LOG, else this filter; --log-format picks text or json.
+    crate::logging::init(&filter);
 }
 
 /// The key pair of the peer's writer log (corestore name "writer" under the store's
@@ -723,6 +724,7 @@ pub async fn run(
     settings.apply_decisions(&decisions);
     let keypair = store.keypair().clone();
     let pubkey = hex::encode(keypair.public_key);
+    crate::logging::set_peer(&keypair.public_key);
     let store_path = settings.stores_dir.join(&settings.store_name);
 
     for (flag, value, why) in &settings.unavailable {
@@ -758,6 +760,8 @@ pub async fn run(
         handle: subnet.clone(),
     });
     let dht_nodes = net.bootstrap.clone();
+    let dht_node = net.dht();
+    let observer = crate::metrics_cli::PeerObserver::new(&keypair.public_key);
     let config = PeerConfig {
         sidechannel: settings.sidechannel.clone(),
         ..PeerConfig::default()
@@ -847,7 +851,7 @@ pub async fn run(
                 info: Some(info.clone()),
                 ..BridgeConfig::default()
             };
-            let bridge = match Bridge::bind(cfg, backend).await {
+            let bridge = match Bridge::bind(cfg, observer.backend(backend)).await {
                 Ok(bridge) => bridge,
                 Err(e) => {
                     handle.shutdown().await;
@@ -857,9 +861,14 @@ pub async fn run(
             };
             handle.add_sink(BridgeSink(bridge.publisher())).await?;
             intercom_peer::publish_subnet_events(&subnet, bridge.publisher());
+            observer.bridge(bridge.publisher());
             Some(bridge)
         }
     };
+
+    let metrics = observer
+        .serve(&args.metrics, &handle, &subnet, dht_node)
+        .await?;
 
     // ----- banner
     let line = "=".repeat(64);
@@ -904,6 +913,9 @@ pub async fn run(
         ),
         _ => println!("SC-Bridge: off (enable with --sc-bridge 1 --sc-bridge-token <token>)"),
     }
+    if let Some(m) = &metrics {
+        println!("Metrics: http://{}/metrics", m.local_addr());
+    }
     println!(
         "Decisions (kept in the store, flags override): {}",
         decisions_summary(&decisions)
@@ -932,7 +944,9 @@ pub async fn run(
             }
         });
     } else if !bridge_enabled {
-        eprintln!("note: stdin is not a terminal: slash commands are off (use the SC-Bridge).");
+        crate::logging::note(
+            "stdin is not a terminal: slash commands are off (use the SC-Bridge).",
+        );
     }
 
     wait_for_exit(&mut exit_rx).await;

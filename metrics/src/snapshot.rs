@@ -146,7 +146,7 @@ fn encode_value(
 ) -> Result<(), std::fmt::Error> {
     match kind {
         // Whole counts print as integers.
-        Kind::Counter if v.fract() == 0.0 && v >= 0.0 && v < 9.0e15 => {
+        Kind::Counter if v.fract() == 0.0 && (0.0..9.0e15).contains(&v) => {
             ConstCounter::new(v as u64).encode(encoder)
         }
         Kind::Counter => ConstCounter::new(v).encode(encoder),
