@@ -2,7 +2,7 @@
 //! hands to the peer, by type and result, without touching the bridge itself.
 //!
 //! Types are the backend calls (`send`, `join`, `leave`, `open`, `stats`, `cli`, `tx`,
-//! `get`, `subnet`, `subnet_op`); results are `ok` or the error's stable code
+//! `get`, `subnet`, `subnet_op`, `inbox_recv`, `inbox_ack`, `inbox_status`); results are `ok` or the error's stable code
 //! (`denied`, `not_ready`, `rate_limited`, `failed`, or a `subnet_*` code), so the label
 //! set is small and fixed.
 
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use intercom_sc_bridge::{
-    Backend, BackendError, CliResult, Identity, JoinRequest, OpenRequest, SendReport, SendRequest,
-    Stats, SubnetRequest,
+    Backend, BackendError, CliResult, Identity, InboxRequest, JoinRequest, OpenRequest, SendReport,
+    SendRequest, Stats, SubnetRequest,
 };
 use serde_json::{Map, Value};
 
@@ -46,7 +46,7 @@ fn error_code(e: &BackendError) -> &'static str {
         BackendError::NotReady => "not_ready",
         BackendError::RateLimited => "rate_limited",
         BackendError::Failed(_) => "failed",
-        BackendError::Subnet { code, .. } => code.as_str(),
+        BackendError::Subnet { code, .. } | BackendError::Inbox { code, .. } => code.as_str(),
         _ => "error",
     }
 }
@@ -122,6 +122,17 @@ impl<B: Backend> Backend for CountingBackend<B> {
             SubnetRequest::Op { .. } => "subnet_op",
         };
         let r = self.inner.subnet(req).await;
+        self.counters.record(kind, &r);
+        r
+    }
+
+    async fn inbox(&self, req: InboxRequest) -> Result<Map<String, Value>, BackendError> {
+        let kind = match &req {
+            InboxRequest::Recv { .. } => "inbox_recv",
+            InboxRequest::Ack { .. } => "inbox_ack",
+            InboxRequest::Status { .. } => "inbox_status",
+        };
+        let r = self.inner.inbox(req).await;
         self.counters.record(kind, &r);
         r
     }
