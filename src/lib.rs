@@ -4,6 +4,7 @@
 //! whose `main` calls [`main_with_contract`] with its own [`Contract`] (see
 //! `contracts/examples/task-board`).
 
+mod agent_cli;
 mod cli_values;
 mod demo;
 mod dht_cli;
@@ -51,6 +52,13 @@ enum Command {
     Subnet(subnet_cli::SubnetArgs),
     /// Hyperswarm tools: `swarm pipe` pipes stdin/stdout through a topic's first connection.
     Swarm(swarm_cli::SwarmArgs),
+    /// Sends one message through a running peer's SC-Bridge and prints the reply.
+    Send(agent_cli::SendArgs),
+    /// Prints an agent's pending inbox messages (JSON lines) from a running peer and
+    /// acknowledges them; exits 3 when the wait ends with nothing.
+    Recv(agent_cli::RecvArgs),
+    /// The inbox of a running peer: `inbox status`.
+    Inbox(agent_cli::InboxArgs),
 }
 
 /// Parses the command line and runs it, with `contract` as the subnet's contract.
@@ -73,6 +81,9 @@ pub fn main_with_contract(contract: Arc<dyn Contract>) -> anyhow::Result<()> {
             Command::Swarm(args) => swarm_cli::run(args).await,
             Command::Log(args) => log_cli::run(args).await,
             Command::Subnet(args) => subnet_cli::run(args, contract).await,
+            Command::Send(args) => agent_cli::send(args).await,
+            Command::Recv(args) => agent_cli::recv(args).await,
+            Command::Inbox(args) => agent_cli::inbox(args).await,
         }
     })
 }

@@ -58,6 +58,29 @@ fn seq_of(reply: &Value, n: u64) -> u64 {
         .unwrap()
 }
 
+/// Registers `agents` and acknowledges everything for them until no message came for a
+/// second (connection probes may still be on their way).
+async fn settle(ws: &mut Ws, agents: &[&str]) {
+    let mut newest = u64::MAX;
+    loop {
+        let s = ws.req(json!({"type": "inbox_status"})).await;
+        assert_eq!(s["type"], "inbox_status", "{s}");
+        let now = s["newestSeq"].as_u64().unwrap();
+        if now == newest {
+            return;
+        }
+        newest = now;
+        for agent in agents {
+            let r = ws
+                .req(json!({"type": "inbox_ack", "agent": agent, "seq": newest}))
+                .await;
+            assert_eq!(r["type"], "inbox_acked", "{r}");
+            assert_eq!(r["acked"], newest, "{r}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inbox_keeps_messages_until_acknowledged_across_a_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,18 +93,7 @@ async fn inbox_keeps_messages_until_acknowledged_across_a_kill() {
     wa.send_until_peers(ENTRY, 1, |p| json!({"probe": p})).await;
 
     // Two agents start, and acknowledge whatever the connection probes left.
-    for agent in ["alice", "bob"] {
-        let s = wb
-            .req(json!({"type": "inbox_status", "agent": agent}))
-            .await;
-        assert_eq!(s["type"], "inbox_status", "{s}");
-        let newest = s["newestSeq"].as_u64().unwrap();
-        let r = wb
-            .req(json!({"type": "inbox_ack", "agent": agent, "seq": newest}))
-            .await;
-        assert_eq!(r["type"], "inbox_acked", "{r}");
-        assert_eq!(r["acked"], newest);
-    }
+    settle(&mut wb, &["alice", "bob"]).await;
 
     // Nothing pending: the wait ends at its timeout, not much later.
     let started = Instant::now();
@@ -185,4 +197,82 @@ async fn inbox_keeps_messages_until_acknowledged_across_a_kill() {
         assert!(r["error"].as_str().unwrap().contains(field), "{bad} -> {r}");
     }
     assert_eq!(wb.req(json!({"type": "ping"})).await["type"], "pong");
+}
+
+/// Runs `intercom <args>` against `bridge` with the token in the environment; returns
+/// the exit code, stdout lines and how long it took.
+fn one_shot(bridge: &str, args: &[&str]) -> (i32, Vec<Value>, Duration) {
+    let started = Instant::now();
+    let out = std::process::Command::new(sidechannel_support::BIN)
+        .args(args)
+        .args(["--sc-bridge-url", &format!("ws://{bridge}")])
+        .env("SC_BRIDGE_TOKEN", sidechannel_support::TOKEN)
+        .env_remove("SC_BRIDGE_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    (out.status.code().unwrap_or(-1), lines, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_shot_send_and_recv_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let dht = DhtNode::start(dir.path());
+    let a = Peer::start(dir.path(), "a", 121, &dht.addr, &[]);
+    let b = Peer::start(dir.path(), "b", 122, &dht.addr, &[]);
+    let mut wa = a.ws().await;
+    let mut wb = b.ws().await;
+    wa.rendezvous(&mut wb).await;
+    wa.send_until_peers(ENTRY, 1, |p| json!({"probe": p})).await;
+    // The shell agent starts after the probes.
+    settle(&mut wb, &["sh"]).await;
+
+    let (code, _, took) = one_shot(&b.bridge, &["recv", "--agent", "sh", "--wait", "1"]);
+    assert_eq!(code, 3, "nothing pending: exit 3");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+
+    let (code, lines, _) = one_shot(&a.bridge, &["send", "--json", r#"{"n":7}"#]);
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(lines[0]["type"], "sent", "{lines:?}");
+    let (code, lines, _) = one_shot(&a.bridge, &["send", "plain text"]);
+    assert_eq!((code, lines[0]["type"].as_str()), (0, Some("sent")));
+
+    let (code, lines, _) = one_shot(&b.bridge, &["recv", "--agent", "sh", "--wait", "10"]);
+    assert_eq!(code, 0);
+    let mut got: Vec<Value> = lines.iter().map(|m| m["message"].clone()).collect();
+    if got.len() < 2 {
+        // The second message may land after the first recv returned.
+        let (_, more, _) = one_shot(&b.bridge, &["recv", "--agent", "sh", "--wait", "10"]);
+        got.extend(more.iter().map(|m| m["message"].clone()));
+    }
+    assert_eq!(got, [json!({"n": 7}), json!("plain text")]);
+    // Printed means acknowledged: nothing again (and --no-ack leaves messages pending).
+    let (code, _, _) = one_shot(&b.bridge, &["recv", "--agent", "sh"]);
+    assert_eq!(code, 3);
+    let (code, lines, _) = one_shot(&b.bridge, &["inbox", "status", "--agent", "sh"]);
+    assert_eq!(code, 0);
+    assert_eq!(lines[0]["agents"][0]["pending"], 0, "{lines:?}");
+
+    // Bridge and usage errors: 1 and 2.
+    let out = std::process::Command::new(sidechannel_support::BIN)
+        .args(["recv", "--sc-bridge-url", &format!("ws://{}", b.bridge)])
+        .env(
+            "SC_BRIDGE_TOKEN",
+            "a-wrong-token-that-is-long-enough-0123456789",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    let (code, _, _) = one_shot("127.0.0.1:1", &["recv"]);
+    assert_eq!(code, 1);
+    let (code, _, _) = one_shot(&b.bridge, &["recv", "--limit", "0"]);
+    assert_eq!(code, 2);
 }
