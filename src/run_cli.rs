@@ -201,6 +201,10 @@ pub struct RunArgs {
     )]
     pub sidechannel_max_strikes: Option<u32>,
 
+    /// Freshness window: messages stamped longer ago are dropped as stale (the JS peer has no such check; peer clocks must agree), seconds [default: 120]
+    #[arg(long, value_name = "SEC", env = "SIDECHANNEL_MAX_AGE", help_heading = "Sidechannels", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sidechannel_max_age: Option<u64>,
+
     /// Accept /sc_open (open_channel) requests from peers [default: 1]
     #[arg(long, value_name = BOOL, env = "SIDECHANNEL_ALLOW_REMOTE_OPEN", num_args = 0..=1, default_missing_value = "1", help_heading = "Sidechannels", value_parser = flag_bool)]
     pub sidechannel_allow_remote_open: Option<bool>,
@@ -483,6 +487,10 @@ impl RunArgs {
                 .sidechannel_rate_burst
                 .unwrap_or(defaults.rate_burst_bytes),
             max_strikes: self.sidechannel_max_strikes.unwrap_or(defaults.max_strikes),
+            max_message_age_ms: match self.sidechannel_max_age {
+                Some(sec) => sec.saturating_mul(1000),
+                None => defaults.max_message_age_ms,
+            },
             invite_required: self.sidechannel_invite_required.unwrap_or(false),
             invite_required_channels: set(&self.sidechannel_invite_channels),
             invite_required_prefixes: self.sidechannel_invite_prefixes.clone().map(|l| l.0),
@@ -645,6 +653,7 @@ impl Settings {
                 "rateBytes": sc.rate_bytes_per_second,
                 "rateBurst": sc.rate_burst_bytes,
                 "maxStrikes": sc.max_strikes,
+                "maxAgeMs": sc.max_message_age_ms,
                 "inviteRequired": sc.invite_required,
                 "inviteChannels": sc.invite_required_channels,
                 "invitePrefixes": sc.invite_required_prefixes,
@@ -1039,6 +1048,17 @@ mod tests {
     fn refused(args: &[&str], flag: &str) {
         let e = try_parse(args).unwrap_err().to_string();
         assert!(e.contains(flag), "{args:?}: {e}");
+    }
+
+    #[test]
+    fn sidechannel_max_age_sets_the_freshness_window() {
+        let s = parse(&[]).settings().unwrap();
+        assert_eq!(s.sidechannel.max_message_age_ms, 120_000);
+        let s = parse(&["--sidechannel-max-age", "300"]).settings().unwrap();
+        assert_eq!(s.sidechannel.max_message_age_ms, 300_000);
+        assert_eq!(s.to_json()["sidechannel"]["maxAgeMs"], 300_000);
+        refused(&["--sidechannel-max-age", "0"], "--sidechannel-max-age");
+        refused(&["--sidechannel-max-age", "2m"], "--sidechannel-max-age");
     }
 
     #[test]
