@@ -12,6 +12,7 @@ mod log_cli;
 mod logging;
 mod metrics_cli;
 mod peer_net;
+mod progress;
 mod run_cli;
 mod subnet_cli;
 mod swarm_cli;

@@ -430,6 +430,7 @@ async fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
     let replica = SharedReplica::new(Replica::new(log, config));
     let started = std::time::Instant::now();
     let swarm = start_swarm(&args.net, &replica, false).await?;
+    let progress = crate::progress::track_replica(&replica, "replicating");
     let done = replica.wait_for(|r| r.is_complete());
     if tokio::time::timeout(Duration::from_secs(args.timeout), done)
         .await
@@ -462,6 +463,7 @@ async fn replicate(args: ReplicateArgs) -> anyhow::Result<()> {
         out["ms"] = json!(started.elapsed().as_millis() as u64);
         Ok(out)
     })?;
+    drop(progress);
     println!("{summary}");
     if args.follow {
         let (eof_tx, mut eof) = tokio::sync::oneshot::channel::<()>();

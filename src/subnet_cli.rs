@@ -90,7 +90,16 @@ pub async fn run(args: SubnetArgs, contract: Arc<dyn Contract>) -> anyhow::Resul
                 max_writers: 256,
             };
             let started = Instant::now();
-            let engine = intercom_subnet::service::rebuild(kv, config)?;
+            let bar = crate::progress::bar("rebuilding");
+            let engine = intercom_subnet::service::rebuild_with_progress(kv, config, |p| {
+                if let Some(bar) = &bar {
+                    bar.set_length(p.held);
+                    bar.set_position(p.confirmed);
+                }
+            })?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             let elapsed = started.elapsed();
             let lin = engine.linearizer();
             println!(

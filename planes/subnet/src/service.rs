@@ -423,6 +423,24 @@ fn ingest(engine: &mut Engine, logs: &HashMap<Key, SharedReplica>) -> (usize, bo
 /// Applies every log held in `kv` from scratch (no network): the `subnet rebuild`
 /// command and its benchmark. Returns the engine with the rebuilt state, persisted.
 pub fn rebuild(kv: Arc<dyn KvStore>, config: EngineConfig) -> Result<Engine, SubnetError> {
+    rebuild_with_progress(kv, config, |_| {})
+}
+
+/// How far a [`rebuild_with_progress`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildProgress {
+    /// Entries applied in the confirmed order so far.
+    pub confirmed: u64,
+    /// Entries held over every log opened so far (grows as writers are found).
+    pub held: u64,
+}
+
+/// [`rebuild`], calling `progress` after every engine step.
+pub fn rebuild_with_progress(
+    kv: Arc<dyn KvStore>,
+    config: EngineConfig,
+    mut progress: impl FnMut(RebuildProgress),
+) -> Result<Engine, SubnetError> {
     Engine::clear(kv.as_ref())?;
     let mut engine = Engine::open(config, kv.clone())?;
     let mut logs: HashMap<Key, SharedReplica> = HashMap::new();
@@ -441,6 +459,13 @@ pub fn rebuild(kv: Arc<dyn KvStore>, config: EngineConfig) -> Result<Engine, Sub
         }
         let (fed, _) = ingest(&mut engine, &logs);
         let step = engine.step()?;
+        progress(RebuildProgress {
+            confirmed: engine.linearizer().confirmed_len(),
+            held: logs
+                .values()
+                .map(|r| r.with(|r| r.log().contiguous_length()))
+                .sum(),
+        });
         if fed == 0 && !opened && !step.more && step.applied.is_empty() {
             return Ok(engine);
         }
