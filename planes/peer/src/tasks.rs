@@ -144,8 +144,8 @@ pub(crate) struct ChannelTask {
     pub decoded: Arc<Semaphore>,
 }
 
-/// Messages a channel task decodes and verifies together (a batch of 16 signatures takes
-/// about 0.25 ms to check, short enough not to hold up other tasks).
+/// Messages a channel task decodes and verifies together (16 signatures take about 0.55 ms
+/// to check, 34 us each in a release build, short enough not to hold up other tasks).
 const READ_BATCH: usize = 16;
 
 /// Opens the protomux channel, waits for the peer, then forwards messages until it closes.

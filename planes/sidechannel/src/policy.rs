@@ -579,8 +579,9 @@ impl Inbound {
         }
     }
 
-    /// Checks the signatures of decoded messages in one batch (about half the cost of one
-    /// check each), so that a reader can do this work before the plane sees them.
+    /// Checks the signatures of decoded messages ahead of the policy, so that a reader
+    /// task can do this work before the plane sees them: each with libsodium's equation
+    /// on a cached key ([`payload::verify_from_batch`], ~34 us per signature in release).
     pub fn verify_ahead(batch: &mut [Inbound]) {
         let payloads: Vec<&Payload> = batch
             .iter()
