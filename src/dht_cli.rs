@@ -44,6 +44,10 @@ pub struct DhtNodeArgs {
     /// once, so it stores records and routes for others.
     #[arg(long)]
     adaptive: bool,
+    /// Requests per second served to one source IP, burst twice that; 0 = unlimited
+    /// (as JS) [default: 1000]
+    #[arg(long, value_name = "N")]
+    dht_request_rate: Option<u32>,
     #[command(flatten)]
     metrics: crate::metrics_cli::MetricsArgs,
 }
@@ -248,6 +252,8 @@ async fn node_main(args: DhtNodeArgs) -> anyhow::Result<()> {
         }
         cfg
     };
+    let mut config = config;
+    config.dht.request_budget = crate::peer_net::request_budget(args.dht_request_rate);
     let node = HyperDht::bind(config)
         .await
         .context("cannot bind the DHT node")?;

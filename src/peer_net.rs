@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use intercom_crypto::KeyPair;
+use intercom_dht_rpc::BudgetConfig;
 use intercom_hyperdht::constants::BOOTSTRAP_NODES;
-use intercom_hyperdht::HyperDhtConfig;
+use intercom_hyperdht::{ConnectionLimits, HyperDhtConfig};
 use intercom_peer::{Connection, ConnectionSink, TopicCommand, TopicQueue};
 use intercom_protomux::{Mux, MuxConfig};
 use intercom_swarm::{JoinOptions, Swarm, SwarmConfig};
@@ -55,11 +56,58 @@ pub struct PeerNetTask {
     task: JoinHandle<()>,
 }
 
+/// Limits of the peer's DHT node and swarm (docs/hardening.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetLimits {
+    /// Inbound connections: pending and open, in total and per IP; frame memory.
+    pub connections: ConnectionLimits,
+    /// Requests the DHT node serves per source IP and in total.
+    pub request_budget: BudgetConfig,
+}
+
+impl NetLimits {
+    /// The limits from `--max-connections`, `--max-connections-per-ip`,
+    /// `--max-pending-connections` and `--dht-request-rate` (defaults for absent flags).
+    pub fn from_flags(
+        max_connections: Option<u64>,
+        max_connections_per_ip: Option<u64>,
+        max_pending_connections: Option<u64>,
+        dht_request_rate: Option<u32>,
+    ) -> NetLimits {
+        let mut connections = ConnectionLimits::default();
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(n) = max_connections {
+            connections.max_connections = size(n);
+        }
+        if let Some(n) = max_connections_per_ip {
+            connections.max_connections_per_ip = size(n);
+        }
+        if let Some(n) = max_pending_connections {
+            connections.max_pending = size(n);
+        }
+        NetLimits {
+            connections,
+            request_budget: request_budget(dht_request_rate),
+        }
+    }
+}
+
+/// The DHT request budget for `--dht-request-rate N`: N requests/s per source IP (burst
+/// 2N); 0 turns every budget off (the JS behaviour); absent = the defaults.
+pub fn request_budget(rate: Option<u32>) -> BudgetConfig {
+    match rate {
+        None => BudgetConfig::default(),
+        Some(0) => BudgetConfig::unlimited(),
+        Some(n) => BudgetConfig::default().with_per_source_rate(n),
+    }
+}
+
 /// Binds the DHT node and the swarm with the peer's identity. `nodes` is the
 /// `--dht-bootstrap` list (default: the public HyperDHT nodes).
 pub async fn bind(
     nodes: Option<&[String]>,
     keypair: KeyPair,
+    limits: NetLimits,
 ) -> anyhow::Result<(TopicQueue, PeerNet)> {
     let list: Vec<String> = match nodes {
         Some(n) => n.to_vec(),
@@ -71,7 +119,13 @@ pub async fn bind(
     }
     let mut dht = HyperDhtConfig::new(bootstrap.clone());
     dht.dht.host = default_host(&bootstrap);
-    let swarm = Swarm::bind(dht, SwarmConfig::new(keypair))
+    dht.connection_limits = limits.connections;
+    dht.dht.request_budget = limits.request_budget;
+    let swarm_config = SwarmConfig {
+        max_server_connections: limits.connections.max_connections,
+        ..SwarmConfig::new(keypair)
+    };
+    let swarm = Swarm::bind(dht, swarm_config)
         .await
         .context("starting the peer's DHT node")?;
     let (queue, topics) = TopicQueue::new(TOPIC_QUEUE, true);

@@ -79,6 +79,27 @@ pub struct RunArgs {
     )]
     pub dht_bootstrap: Option<NodeList>,
 
+    /// Most open connections other peers made to us (not in the JS peer) [default: 1024]
+    #[arg(long, value_name = "N", env = "INTERCOM_MAX_CONNECTIONS", help_heading = "Peer limits", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Most open connections from one remote IP [default: 64]
+    #[arg(long, value_name = "N", env = "INTERCOM_MAX_CONNECTIONS_PER_IP", help_heading = "Peer limits", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_ip: Option<u64>,
+
+    /// Most inbound connection handshakes in progress [default: 512]
+    #[arg(long, value_name = "N", env = "INTERCOM_MAX_PENDING_CONNECTIONS", help_heading = "Peer limits", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_connections: Option<u64>,
+
+    /// DHT requests per second served to one source IP, burst twice that; 0 = unlimited [default: 1000]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "INTERCOM_DHT_REQUEST_RATE",
+        help_heading = "Peer limits"
+    )]
+    pub dht_request_rate: Option<u32>,
+
     /// Print the resolved configuration as JSON and exit (nothing is opened or bound).
     #[arg(long)]
     pub print_config: bool,
@@ -377,6 +398,18 @@ pub struct RunArgs {
     // ----- operator surfaces
     #[command(flatten)]
     pub metrics: crate::metrics_cli::MetricsArgs,
+}
+
+impl RunArgs {
+    /// The connection and request limits of the peer's network (docs/hardening.md).
+    pub fn net_limits(&self) -> peer_net::NetLimits {
+        peer_net::NetLimits::from_flags(
+            self.max_connections,
+            self.max_connections_per_ip,
+            self.max_pending_connections,
+            self.dht_request_rate,
+        )
+    }
 }
 
 /// The bridge part of [`Settings`].
@@ -762,8 +795,12 @@ pub async fn run(
     subnet_config.firewall_file = args.subnet_firewall_file.clone();
     let subnet = intercom_subnet::start(subnet_config, store.shared_kv(), writer_log)
         .context("starting the subnet plane")?;
-    let (discovery, net) =
-        peer_net::bind(settings.dht_bootstrap.as_deref(), keypair.clone()).await?;
+    let (discovery, net) = peer_net::bind(
+        settings.dht_bootstrap.as_deref(),
+        keypair.clone(),
+        args.net_limits(),
+    )
+    .await?;
     let net = net.with_subnet(peer_net::Subnet {
         topic: intercom_subnet::subnet_topic(&settings.subnet_channel),
         handle: subnet.clone(),
