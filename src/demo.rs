@@ -30,8 +30,9 @@ pub struct DemoArgs {
     connect_timeout_secs: u64,
 }
 
-/// Bridge token of the demo peers (they listen on 127.0.0.1 only and live for seconds).
-const TOKEN: &str = "intercom-demo-token";
+/// Bridge token of the demo peers (they listen on 127.0.0.1 only and live for seconds), handed to them in
+/// `SC_BRIDGE_TOKEN` so it stays out of `ps`.
+const TOKEN: &str = "6d656d6f2d9c4e1ab37f0d25c8e94f1b7a2c3d4e";
 /// The demo's subnet channel.
 const SUBNET: &str = "intercom-demo";
 /// DHT nodes besides the bootstrap node. Peers learn that they are reachable (and connect
@@ -52,6 +53,8 @@ impl Proc {
         let exe = std::env::current_exe().context("locating the intercom binary")?;
         let mut child = Command::new(exe)
             .args(args)
+            .env("SC_BRIDGE_TOKEN", TOKEN)
+            .env_remove("SC_BRIDGE_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -129,8 +132,6 @@ async fn start_peer(
                 bootstrap,
                 "--sc-bridge",
                 "1",
-                "--sc-bridge-token",
-                TOKEN,
                 "--sc-bridge-port",
                 "0",
                 "--subnet-channel",

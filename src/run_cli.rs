@@ -21,10 +21,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use intercom_peer::cli::{CliContext, ConsoleSink, Dispatcher, HELP};
+use intercom_peer::cli::{
+    BridgeCliPolicy, CliContext, ConsoleSink, Dispatcher, BRIDGE_MAX_FILE_BYTES, HELP,
+};
 use intercom_peer::inbox::{Inbox, InboxLimits, InboxSink};
 use intercom_peer::{BridgeSink, PeerBackend, PeerConfig, PeerRuntime};
-use intercom_sc_bridge::{Bridge, BridgeConfig, DEFAULT_PORT};
+use intercom_sc_bridge::{check_token, Bridge, BridgeConfig, DEFAULT_PORT, TOKEN_SUGGESTION};
 use intercom_sidechannel::args::{parse_arg_file_text, parse_welcome_arg, ArgError};
 use intercom_sidechannel::{SidechannelConfig, ENTRY_CHANNEL};
 use intercom_stores::{Decisions, Durability, PeerStore};
@@ -359,7 +361,8 @@ pub struct RunArgs {
     )]
     pub sc_bridge_port: Option<u16>,
 
-    /// Required auth token: clients send {"type":"auth","token":"..."} first. Treat it like an admin password.
+    /// Auth token (clients send {"type":"auth","token":"..."} first), kept for compatibility: a flag shows it in
+    /// `ps`, so prefer --sc-bridge-token-file or the SC_BRIDGE_TOKEN variable. At least 16 random bytes.
     #[arg(
         long,
         value_name = "TOKEN",
@@ -369,9 +372,34 @@ pub struct RunArgs {
     )]
     pub sc_bridge_token: Option<String>,
 
+    /// File holding the auth token (the documented way; surrounding whitespace ignored). Create one with
+    /// `openssl rand -hex 32 > token && chmod 600 token`. Treat it like an admin password.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SC_BRIDGE_TOKEN_FILE",
+        help_heading = "SC-Bridge"
+    )]
+    pub sc_bridge_token_file: Option<PathBuf>,
+
     /// Mirror TTY slash commands over WebSocket ({"type":"cli"}): remote terminal control, keep off for agents [default: 0]
     #[arg(long, value_name = BOOL, env = "SC_BRIDGE_CLI", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge", value_parser = flag_bool)]
     pub sc_bridge_cli: Option<bool>,
+
+    /// Let SC-Bridge clients stop the peer with /exit (with --sc-bridge-cli 1) [default: 0]
+    #[arg(long, value_name = BOOL, env = "SC_BRIDGE_CLI_EXIT", num_args = 0..=1, default_missing_value = "1", help_heading = "SC-Bridge", value_parser = flag_bool)]
+    pub sc_bridge_cli_exit: Option<bool>,
+
+    /// Browser origins allowed to connect, as scheme://host[:port]. Connections without an Origin header (local
+    /// agents) are always accepted; any other origin is refused and logged.
+    #[arg(
+        long,
+        value_name = "ORIGIN,...",
+        env = "SC_BRIDGE_ORIGIN",
+        value_delimiter = ',',
+        help_heading = "SC-Bridge"
+    )]
+    pub sc_bridge_origin: Vec<String>,
 
     /// Default word filter for clients: alpha+beta|gamma = (alpha AND beta) OR gamma.
     #[arg(
@@ -419,6 +447,10 @@ pub struct BridgeSettings {
     pub port: u16,
     pub token: String,
     pub cli: bool,
+    /// `/exit` allowed over the bridge's `cli` command.
+    pub cli_exit: bool,
+    /// Allowed browser origins.
+    pub origins: Vec<String>,
     pub filter: String,
     pub filter_channels: Option<Vec<String>>,
     pub debug: bool,
@@ -562,16 +594,27 @@ impl RunArgs {
         };
 
         let bridge = if self.sc_bridge.unwrap_or(false) {
-            let Some(token) = nonempty(&self.sc_bridge_token) else {
-                bail!("SC-Bridge requires --sc-bridge-token (auth is mandatory).");
-            };
+            let token = bridge_token(
+                self.sc_bridge_token_file.as_deref(),
+                nonempty(&self.sc_bridge_token),
+            )?;
+            let origins: Vec<String> = self
+                .sc_bridge_origin
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+            intercom_sc_bridge::OriginPolicy::new(&origins, None)
+                .map_err(|e| anyhow::anyhow!("--sc-bridge-origin: {e}"))?;
             Some(BridgeSettings {
                 host: nonempty(&self.sc_bridge_host)
                     .unwrap_or("127.0.0.1")
                     .to_owned(),
                 port: self.sc_bridge_port.unwrap_or(DEFAULT_PORT),
-                token: token.to_owned(),
+                token,
                 cli: self.sc_bridge_cli.unwrap_or(false),
+                cli_exit: self.sc_bridge_cli_exit.unwrap_or(false),
+                origins,
                 filter: self.sc_bridge_filter.clone().unwrap_or_default(),
                 filter_channels: self.sc_bridge_filter_channel.clone().map(|l| l.0),
                 debug: self.sc_bridge_debug.unwrap_or(false),
@@ -703,6 +746,8 @@ impl Settings {
                 "port": b.port,
                 "token": "(set)",
                 "cli": b.cli,
+                "cliExit": b.cli_exit,
+                "origins": b.origins,
                 "filter": b.filter,
                 "filterChannels": b.filter_channels,
                 "debug": b.debug,
@@ -712,6 +757,51 @@ impl Settings {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// The bridge token from `--sc-bridge-token-file` or else `--sc-bridge-token` / `SC_BRIDGE_TOKEN`, checked
+/// against the strength rule of [`check_token`].
+fn bridge_token(file: Option<&std::path::Path>, given: Option<&str>) -> anyhow::Result<String> {
+    let token = match (file, given) {
+        (Some(_), Some(_)) => bail!(
+            "--sc-bridge-token-file and --sc-bridge-token (or SC_BRIDGE_TOKEN) are both set; use one."
+        ),
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("--sc-bridge-token-file: cannot read {}", path.display())
+            })?;
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    eprintln!(
+                        "warning: the SC-Bridge token file {} is readable by other users (chmod 600 it).",
+                        path.display()
+                    );
+                }
+            }
+            text.trim().to_owned()
+        }
+        (None, Some(token)) => token.to_owned(),
+        (None, None) => bail!(
+            "SC-Bridge requires --sc-bridge-token-file PATH (or SC_BRIDGE_TOKEN, or --sc-bridge-token) (auth is \
+             mandatory): {TOKEN_SUGGESTION}."
+        ),
+    };
+    check_token(&token).map_err(|e| {
+        anyhow::anyhow!(
+            "SC-Bridge token refused: {e}. Use at least 16 random bytes: {TOKEN_SUGGESTION}."
+        )
+    })?;
+    Ok(token)
+}
+
+/// Whether this process was given the bridge token as a flag (visible in `ps`).
+fn token_on_command_line() -> bool {
+    std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == "--sc-bridge-token" || a.starts_with("--sc-bridge-token=")
+    })
 }
 
 fn init_logging(s: &Settings) {
@@ -753,6 +843,12 @@ pub async fn run(
         return Ok(());
     }
     init_logging(&settings);
+    if settings.bridge.is_some() && token_on_command_line() {
+        eprintln!(
+            "warning: --sc-bridge-token shows the token to every user in `ps` and /proc/PID/cmdline; pass it with \
+             --sc-bridge-token-file PATH or the SC_BRIDGE_TOKEN environment variable instead."
+        );
+    }
 
     // The store comes first: a second process on the same store stops here.
     let store = PeerStore::open(
@@ -884,7 +980,12 @@ pub async fn run(
                 backend = backend.with_inbox(inbox.clone());
             }
             if b.cli {
-                backend = backend.with_cli(dispatcher.clone());
+                // Remote clients: public keys only, /exit only if allowed, @file only under the store.
+                backend = backend.with_cli(dispatcher.for_bridge(BridgeCliPolicy {
+                    allow_exit: b.cli_exit,
+                    file_root: Some(store_path.clone()),
+                    max_file_bytes: BRIDGE_MAX_FILE_BYTES,
+                }));
             }
             let cfg = BridgeConfig {
                 host: b.host.clone(),
@@ -894,6 +995,7 @@ pub async fn run(
                 cli_enabled: b.cli,
                 filter: b.filter.clone(),
                 filter_channels: b.filter_channels.clone(),
+                allowed_origins: b.origins.clone(),
                 info: Some(info.clone()),
                 ..BridgeConfig::default()
             };
@@ -957,7 +1059,7 @@ pub async fn run(
             br.local_addr(),
             if b.cli { " (CLI mirroring on)" } else { "" }
         ),
-        _ => println!("SC-Bridge: off (enable with --sc-bridge 1 --sc-bridge-token <token>)"),
+        _ => println!("SC-Bridge: off (enable with --sc-bridge 1 --sc-bridge-token-file <path>)"),
     }
     if let Some(m) = &metrics {
         println!("Metrics: http://{}/metrics", m.local_addr());
@@ -1136,7 +1238,7 @@ mod tests {
             "/tmp/x",
             "--sc-bridge",
             "--sc-bridge-token",
-            "t",
+            "3f9c0b7e21d84a6f5c0e9b1a7d2f4e68",
             "--sc-bridge-port=0",
             "--sidechannel-auto-join",
             "--sidechannel-pow",
@@ -1158,7 +1260,7 @@ mod tests {
         let b = s.bridge.unwrap();
         assert_eq!(
             (b.host.as_str(), b.port, b.token.as_str(), b.cli),
-            ("127.0.0.1", 0, "t", false)
+            ("127.0.0.1", 0, "3f9c0b7e21d84a6f5c0e9b1a7d2f4e68", false)
         );
         assert!(s.sidechannel.auto_join_on_open);
         assert!(!s.sidechannel.pow_enabled);
@@ -1193,6 +1295,21 @@ mod tests {
         assert!(bad.is_err());
         let e = parse(&["--sc-bridge", "1"]).settings().unwrap_err();
         assert!(e.to_string().contains("--sc-bridge-token"), "{e}");
+        let e = parse(&["--sc-bridge", "--sc-bridge-token", "0123456789abcde"])
+            .settings()
+            .unwrap_err();
+        assert!(e.to_string().contains("15 bytes"), "{e}");
+        assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
+        let e = parse(&[
+            "--sc-bridge",
+            "--sc-bridge-token",
+            "3f9c0b7e21d84a6f5c0e9b1a7d2f4e68",
+            "--sc-bridge-origin",
+            "localhost:3000",
+        ])
+        .settings()
+        .unwrap_err();
+        assert!(e.to_string().contains("--sc-bridge-origin"), "{e}");
         refused(
             &["--sidechannel-max-bytes", "12k"],
             "--sidechannel-max-bytes",

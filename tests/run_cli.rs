@@ -19,7 +19,7 @@ mod sidechannel_support;
 use sidechannel_support::DhtNode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_intercom");
-const TOKEN: &str = "run-cli-test-token";
+const TOKEN: &str = "72756e2d636c69a4f09e3b7c1d5e8f20b6a4c9d1";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Environment variables `intercom run` reads; cleared so the host cannot leak into tests.
@@ -44,7 +44,10 @@ const ENV_VARS: &[&str] = &[
     "SC_BRIDGE_HOST",
     "SC_BRIDGE_PORT",
     "SC_BRIDGE_TOKEN",
+    "SC_BRIDGE_TOKEN_FILE",
     "SC_BRIDGE_CLI",
+    "SC_BRIDGE_CLI_EXIT",
+    "SC_BRIDGE_ORIGIN",
     "RUST_LOG",
 ];
 
@@ -91,7 +94,10 @@ fn environment_and_flags() {
         ("SIDECHANNEL_AUTO_JOIN", "yes"),
         ("DHT_BOOTSTRAP", "127.0.0.1:49737"),
         ("SC_BRIDGE", "1"),
-        ("SC_BRIDGE_TOKEN", "envtoken"),
+        (
+            "SC_BRIDGE_TOKEN",
+            "656e76746f6b656e0a9f3c7e1b2d4f6a8c0e2b4d",
+        ),
         ("SC_BRIDGE_PORT", "5555"),
         ("SUBNET_CHANNEL", "app-v1"),
     ];
