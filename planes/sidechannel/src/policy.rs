@@ -39,13 +39,22 @@ pub struct SidechannelConfig {
     pub relay_enabled: bool,
     /// TTL of messages we originate; relayed TTLs are capped to it.
     pub relay_ttl: u32,
-    /// Most message ids remembered for deduplication at once: a hard memory cap (about
-    /// 19-39 bytes per id). When it is reached new messages are dropped
+    /// Most message ids remembered for deduplication at once: a hard memory cap (19-39
+    /// bytes per id). When it is reached new messages are dropped
     /// ([`DropReason::DedupeFull`]) rather than forgetting ids still inside the freshness
-    /// window. The default (1,048,576 ids, at most ~40 MiB) holds the window's traffic of
-    /// ~26 connections sending at the default rate limit, minimum-size messages (each at
-    /// least ~250 bytes signed, so at most 256 messages/s and 39,400 ids per window per
-    /// connection); well-formed payloads are ~450 bytes and more.
+    /// window.
+    ///
+    /// Sizing: an id is held at most window + clock-skew allowance + one bucket (120 + 30 +
+    /// 15 = 165 s by default) and every accepted message was charged to its connection's
+    /// token bucket. A signed message is at least 245 bytes (`from`, `sig`, `ts`, a
+    /// one-letter channel), so one connection at the default 64,000 B/s (256,000 B burst)
+    /// gets at most 261 messages/s, ~44,100 ids held at once. Times the 4,096 connections
+    /// `max_connections` allows that is ~180 million ids (~7 GB), too much to promise, so
+    /// the default cap (1,048,576 ids, at most ~40 MiB) holds ~23 connections sending
+    /// minimum-size messages at the full rate for the whole window (~43 at a typical 450
+    /// bytes); beyond that, new messages are dropped until ids leave the window, rather
+    /// than replays getting in.
+    /// With rate limiting off only the cap bounds it.
     pub max_seen: usize,
     /// Freshness window, ms (`--sidechannel-max-age` × 1000): a message whose `ts` is older
     /// than this is dropped ([`DropReason::Stale`]), and an accepted id is remembered

@@ -540,6 +540,29 @@ fn stamped(ts: Value) -> Inbound {
     inbound(&m)
 }
 
+/// The smallest message a signature check accepts, which sizes the dedupe cap (see
+/// `SidechannelConfig::max_seen`): 245 bytes, so 261 messages/s at the default rate.
+#[test]
+fn smallest_signed_message_is_245_bytes() {
+    let k = kp(1);
+    let mut m = Payload::decode(&{
+        let mut w = intercom_encoding::Writer::new();
+        w.string(&format!(
+            r#"{{"channel":"x","from":"{}","ts":{NOW}}}"#,
+            hex_of(&k)
+        ));
+        w.into_vec()
+    })
+    .unwrap();
+    crate::payload::sign(&mut m, &k);
+    let p = policy_with(|_| {});
+    let msg = inbound(&m);
+    assert_eq!(msg.js_len, 245);
+    let v = run_with(&p, &MockView::default(), "x", "ab", None, &msg);
+    assert_eq!(v.action, Action::Deliver);
+    assert_eq!(64_000 / msg.js_len, 261);
+}
+
 #[test]
 fn freshness_window_and_clock_skew() {
     let p = policy_with(|_| {});
