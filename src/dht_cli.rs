@@ -278,7 +278,7 @@ async fn node_main(args: DhtNodeArgs) -> anyhow::Result<()> {
         "metrics": metrics.as_ref().map(|m| format!("http://{}/metrics", m.local_addr())),
     }));
     if !bootstrap.is_empty() && dht.nodes(Some(1)).await?.is_empty() {
-        eprintln!("warning: no bootstrap node answered; waiting for others to find us");
+        crate::logging::warning("no bootstrap node answered; waiting for others to find us");
     }
 
     let mut watch = dht.watch_status();

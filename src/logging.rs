@@ -76,7 +76,9 @@ pub fn init(default_filter: &str) {
         })
         .unwrap_or_else(|| default_filter.to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
-        eprintln!("warning: log filter {filter:?} is not valid ({e}); using {default_filter:?}");
+        warning(&format!(
+            "log filter {filter:?} is not valid ({e}); using {default_filter:?}"
+        ));
         tracing_subscriber::EnvFilter::new(default_filter)
     });
     let builder = tracing_subscriber::fmt()
@@ -94,22 +96,34 @@ pub fn set_peer(public_key: &[u8; 32]) {
 }
 
 /// A notice for the operator: `note: ...` on stderr, or a json `WARN` line from the `cli`
-/// plane when json logs are on (so stderr stays one object per line).
+/// plane when json logs are on (so stderr stays one object per line). Shown whatever the
+/// log filter, as the plain line always was, and also before the subscriber is installed.
 pub fn note(message: &str) {
-    if is_json() {
-        tracing::warn!(target: "intercom::note", "{message}");
-    } else {
-        eprintln!("note: {message}");
-    }
+    operator_line("note", message);
 }
 
 /// A warning for the operator: `warning: ...` on stderr, or a json `WARN` line.
 pub fn warning(message: &str) {
-    if is_json() {
-        tracing::warn!(target: "intercom::warning", "{message}");
-    } else {
-        eprintln!("warning: {message}");
+    operator_line("warning", message);
+}
+
+fn operator_line(kind: &str, message: &str) {
+    if !is_json() {
+        eprintln!("{kind}: {message}");
+        return;
     }
+    let mut ts = String::new();
+    let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut ts));
+    let mut line = Map::new();
+    line.insert("ts".into(), Value::String(ts));
+    line.insert("level".into(), "WARN".into());
+    line.insert("plane".into(), "cli".into());
+    line.insert("target".into(), format!("intercom::{kind}").into());
+    if let Some(peer) = PEER.get() {
+        line.insert("peer".into(), peer.as_str().into());
+    }
+    line.insert("msg".into(), message.into());
+    eprintln!("{}", Value::Object(line));
 }
 
 /// The plane an event's target belongs to.

@@ -774,10 +774,10 @@ fn bridge_token(file: Option<&std::path::Path>, given: Option<&str>) -> anyhow::
             if let Ok(meta) = std::fs::metadata(path) {
                 use std::os::unix::fs::PermissionsExt;
                 if meta.permissions().mode() & 0o077 != 0 {
-                    eprintln!(
-                        "warning: the SC-Bridge token file {} is readable by other users (chmod 600 it).",
+                    crate::logging::warning(&format!(
+                        "the SC-Bridge token file {} is readable by other users (chmod 600 it).",
                         path.display()
-                    );
+                    ));
                 }
             }
             text.trim().to_owned()
@@ -844,9 +844,9 @@ pub async fn run(
     }
     init_logging(&settings);
     if settings.bridge.is_some() && token_on_command_line() {
-        eprintln!(
-            "warning: --sc-bridge-token shows the token to every user in `ps` and /proc/PID/cmdline; pass it with \
-             --sc-bridge-token-file PATH or the SC_BRIDGE_TOKEN environment variable instead."
+        crate::logging::warning(
+            "--sc-bridge-token shows the token to every user in `ps` and /proc/PID/cmdline; pass it with \
+             --sc-bridge-token-file PATH or the SC_BRIDGE_TOKEN environment variable instead.",
         );
     }
 
@@ -866,9 +866,9 @@ pub async fn run(
     let store_path = settings.stores_dir.join(&settings.store_name);
 
     for (flag, value, why) in &settings.unavailable {
-        eprintln!(
-            "note: {flag} {value:?} accepted but not yet available ({why}); it has no effect."
-        );
+        crate::logging::note(&format!(
+            "{flag} {value:?} accepted but not yet available ({why}); it has no effect."
+        ));
     }
 
     // Peer networking: a Hyperswarm on the peer's identity behind the runtime's seam

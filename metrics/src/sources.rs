@@ -255,7 +255,8 @@ fn intercom_subnet_hex(key: &[u8; 32]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A HyperDHT node: routing table, NAT/firewall state, health and stored records.
+/// A HyperDHT node: routing table, NAT/firewall state, health, requests served and
+/// dropped, inbound connection limits and stored records.
 pub struct DhtSource(pub HyperDht);
 
 impl Source for DhtSource {
@@ -295,6 +296,72 @@ impl Source for DhtSource {
                 ),
             ] {
                 snap.gauge(name, help, vec![], v);
+            }
+            let budget = self.0.dht().request_budget_stats();
+            snap.counter(
+                "intercom_dht_requests_admitted",
+                "DHT requests admitted by the request budget (served).",
+                vec![],
+                budget.requests_admitted as f64,
+            );
+            for (reason, n) in [
+                ("per_source", budget.requests_dropped_per_source),
+                ("global", budget.requests_dropped_global),
+            ] {
+                snap.counter(
+                    "intercom_dht_requests_dropped",
+                    "DHT requests dropped by the request budget, by reason.",
+                    label("reason", reason),
+                    n as f64,
+                );
+            }
+            snap.gauge(
+                "intercom_dht_budget_sources",
+                "Source addresses the request budget remembers.",
+                vec![],
+                budget.sources as f64,
+            );
+            let c = self.0.connection_stats();
+            snap.gauge(
+                "intercom_inbound_connections_pending",
+                "Inbound handshakes in progress.",
+                vec![],
+                c.pending as f64,
+            );
+            snap.gauge(
+                "intercom_inbound_connections_open",
+                "Open inbound connections.",
+                vec![],
+                c.open as f64,
+            );
+            snap.counter(
+                "intercom_inbound_connections_accepted",
+                "Inbound connections that opened.",
+                vec![],
+                c.connections_accepted_total as f64,
+            );
+            for (reason, n) in [
+                ("pending", c.connections_refused_pending),
+                ("open", c.connections_refused_open),
+                ("per_ip", c.connections_refused_per_ip),
+            ] {
+                snap.counter(
+                    "intercom_inbound_connections_refused",
+                    "Inbound handshakes or connections refused by a limit, by which one.",
+                    label("reason", reason),
+                    n as f64,
+                );
+            }
+            for (reason, n) in [
+                ("oversize", c.frames_refused_oversize),
+                ("budget", c.frames_refused_budget),
+            ] {
+                snap.counter(
+                    "intercom_frames_refused",
+                    "Secret-stream frames refused, by reason (length above the cap, frame memory spent).",
+                    label("reason", reason),
+                    n as f64,
+                );
             }
             let sizes = self.0.store_sizes();
             for (kind, n) in [

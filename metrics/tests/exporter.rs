@@ -18,6 +18,9 @@ use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Samples by metric name and sorted labels.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
 fn config(f: impl FnOnce(&mut SidechannelConfig)) -> PeerConfig {
     let mut sc = SidechannelConfig {
         pow_enabled: false,
@@ -48,7 +51,7 @@ async fn wait_open(h: &PeerHandle, count: usize) {
 
 /// Parses the exposition strictly (prometheus-parse) and indexes the samples by name and
 /// sorted labels.
-fn parse(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+fn parse(text: &str) -> Samples {
     for line in text.lines() {
         assert!(
             line.starts_with("# HELP ")
@@ -78,11 +81,7 @@ fn parse(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
     out
 }
 
-fn get(
-    m: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn get(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut l: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -93,7 +92,7 @@ fn get(
         .unwrap_or_else(|| panic!("no sample {name}{l:?}"))
 }
 
-async fn scrape(h: &PeerHandle) -> HashMap<(String, Vec<(String, String)>), f64> {
+async fn scrape(h: &PeerHandle) -> Samples {
     let e = Exporter::new("peer");
     e.set_peer_key(&h.public_key());
     e.add(PeerSource(h.clone()));
