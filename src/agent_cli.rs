@@ -99,13 +99,13 @@ enum InboxCommand {
 }
 
 /// An authenticated bridge connection that returns replies by id and skips events.
-struct Client {
+pub(crate) struct Client {
     ws: WebSocketStream<TokioAdapter<TcpStream>>,
     next_id: u64,
 }
 
 impl Client {
-    async fn connect(args: &BridgeArgs) -> anyhow::Result<Client> {
+    pub(crate) async fn connect(args: &BridgeArgs) -> anyhow::Result<Client> {
         let token = token(args)?;
         let url = args.sc_bridge_url.trim();
         let authority = url
@@ -166,7 +166,7 @@ impl Client {
     }
 
     /// `request`, with an `error` reply turned into an error.
-    async fn call(&mut self, req: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn call(&mut self, req: Value) -> anyhow::Result<Value> {
         let reply = self.request(req).await?;
         if reply["type"] == "error" {
             bail!(

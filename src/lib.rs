@@ -9,6 +9,7 @@ mod cli_values;
 mod demo;
 mod dht_cli;
 mod log_cli;
+mod mcp;
 mod logging;
 mod metrics_cli;
 mod peer_net;
@@ -60,6 +61,9 @@ enum Command {
     Recv(agent_cli::RecvArgs),
     /// The inbox of a running peer: `inbox status`.
     Inbox(agent_cli::InboxArgs),
+    /// An MCP server on stdio for one agent, attached to a running peer's SC-Bridge
+    /// (`claude mcp add intercom -- intercom mcp --agent NAME`).
+    Mcp(mcp::McpArgs),
 }
 
 /// Parses the command line and runs it, with `contract` as the subnet's contract.
@@ -85,6 +89,7 @@ pub fn main_with_contract(contract: Arc<dyn Contract>) -> anyhow::Result<()> {
             Command::Send(args) => agent_cli::send(args).await,
             Command::Recv(args) => agent_cli::recv(args).await,
             Command::Inbox(args) => agent_cli::inbox(args).await,
+            Command::Mcp(args) => mcp::run(args).await,
         }
     })
 }

@@ -35,7 +35,7 @@ fn log_cmd(dir: &Path, args: &[&str]) -> Value {
 /// Entry `i`: mostly short (kept inline in RocksDB), every third one 2 KB (kept in the
 /// store's blob file), so both ways of storing a block are killed mid-write.
 fn entry(i: u64) -> String {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         format!("e-{i}-{}", "x".repeat(2000))
     } else {
         format!("e-{i}")

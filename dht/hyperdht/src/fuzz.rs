@@ -86,7 +86,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 // Small values keep flags, modes and lengths plausible.
-                if x % 3 == 0 {
+                if x.is_multiple_of(3) {
                     (x >> 8) as u8
                 } else {
                     (x % 8) as u8

@@ -1798,7 +1798,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Mostly small bytes keep flags, counts and lengths plausible.
-                    if x % 4 == 0 {
+                    if x.is_multiple_of(4) {
                         (x >> 8) as u8
                     } else {
                         (x % 6) as u8

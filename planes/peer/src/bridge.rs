@@ -145,6 +145,7 @@ impl Backend for PeerBackend {
         let s = self.handle.stats().await.map_err(backend_error)?;
         let mut extra = Map::new();
         extra.insert("networked".into(), Value::Bool(s.networked));
+        extra.insert("peers".into(), json!(s.peers));
         extra.insert(
             "sidechannel".into(),
             serde_json::to_value(&s.sidechannel).unwrap_or(Value::Null),

@@ -134,6 +134,8 @@ pub struct RuntimeStats {
     pub sidechannel: Stats,
     /// Live connections.
     pub connections: usize,
+    /// The public keys (hex) of the connected peers, sorted, each once.
+    pub peers: Vec<String>,
     /// Protomux channels open (over all connections).
     pub open_channels: usize,
     /// Whether the network adapter reaches other peers.
@@ -1080,6 +1082,13 @@ impl Runtime {
                 let stats = RuntimeStats {
                     sidechannel: self.plane.stats(),
                     connections: self.conns.len(),
+                    peers: {
+                        let mut peers: Vec<String> =
+                            self.conns.values().map(|c| c.peer.clone()).collect();
+                        peers.sort();
+                        peers.dedup();
+                        peers
+                    },
                     open_channels: self
                         .conns
                         .values()

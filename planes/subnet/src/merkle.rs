@@ -210,7 +210,7 @@ fn encode_bucket(leaves: &[Leaf]) -> Vec<u8> {
 /// Parses [`encode_bucket`]'s output; `None` unless it is whole leaves of `bucket` in
 /// strictly increasing path order.
 fn decode_bucket(bucket: u32, bytes: &[u8]) -> Option<Vec<Leaf>> {
-    if bytes.len() % 64 != 0 {
+    if !bytes.len().is_multiple_of(64) {
         return None;
     }
     let mut out: Vec<Leaf> = Vec::with_capacity(bytes.len() / 64);
@@ -687,13 +687,13 @@ mod tests {
             for _ in 0..30 {
                 let mut changes = BTreeMap::new();
                 for _ in 0..(rng.next() % 12) {
-                    let path = if rng.next() % 3 == 0 {
+                    let path = if rng.next().is_multiple_of(3) {
                         crowded((rng.next() % 16) as u8)
                     } else {
                         key_path(&key(rng.next() % 64))
                     };
                     let value =
-                        (rng.next() % 3 != 0).then(|| value_hash(&rng.next().to_le_bytes()));
+                        (!rng.next().is_multiple_of(3)).then(|| value_hash(&rng.next().to_le_bytes()));
                     changes.insert(path, value);
                 }
                 for (p, v) in &changes {

@@ -172,7 +172,7 @@ impl Handshake {
 
     /// True when the next step is ours to send.
     pub fn is_our_turn(&self) -> bool {
-        !self.is_complete() && (self.step % 2 == 0) == self.initiator
+        !self.is_complete() && self.step.is_multiple_of(2) == self.initiator
     }
 
     /// The outcome, once complete.
