@@ -182,6 +182,32 @@ fn mux_config() -> MuxConfig {
     }
 }
 
+/// Warns about connections closed because the peer runtime was busy at most every 10 s
+/// (a flood of connections must not flood the log too).
+#[derive(Default)]
+struct BusyWarning {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl BusyWarning {
+    fn refused(&mut self) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                closed = self.since,
+                "peer runtime busy or stopped; connections closed"
+            );
+            self.last = Some(now);
+            self.since = 0;
+        }
+    }
+}
+
 async fn run(
     mut swarm: Swarm,
     mut topics: mpsc::Receiver<TopicCommand>,
@@ -189,6 +215,7 @@ async fn run(
     connector: ConnectionSink,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let mut busy = BusyWarning::default();
     tokio::select! {
         r = tokio::time::timeout(BOOTSTRAP_WAIT, swarm.dht().dht().bootstrapped()) => match r {
             Ok(Ok(_)) => tracing::info!("peer DHT bootstrapped"),
@@ -248,7 +275,7 @@ async fn run(
                 );
                 let connection = Connection { remote_public_key: c.public_key, mux, events, label, remote_opens };
                 if let Err(refused) = connector.try_add(connection) {
-                    tracing::warn!("peer runtime busy or stopped; connection closed");
+                    busy.refused();
                     refused.mux.destroy();
                 }
             }

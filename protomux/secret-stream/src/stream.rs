@@ -168,9 +168,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let max_frame = config.max_frame;
         FrameReader {
             io,
-            // Zeroed allocations this large come from the kernel untouched, so an idle
-            // connection does not hold the memory resident until traffic arrives.
-            buf: vec![0u8; READ_CHUNK],
+            // Small at first: the allocator may hand out (and zero) reused memory, so a
+            // large buffer would be resident for every idle connection. It grows to
+            // READ_CHUNK as soon as a read fills it.
+            buf: vec![0u8; IDLE_BUFFER],
             start: 0,
             end: 0,
             small_reads: 0,
