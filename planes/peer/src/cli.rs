@@ -5,8 +5,10 @@
 //! terminal): `/sc_join`, `/sc_open`, `/sc_send`, `/sc_invite`, `/sc_welcome`, `/sc_stats`,
 //! `/stats`, `/get_keys`, `/help`, `/exit` (and the sample `/print`). Arguments are parsed
 //! like trac-peer's `parseArgs`: shell-like tokens (double quotes with backslash escapes,
-//! single quotes), then `--key value` pairs. Subnet, chat, contract and settlement
-//! commands are recognised and answered "not yet available".
+//! single quotes), then `--key value` pairs. The subnet's commands (`/tx`, `/get`,
+//! `/add_writer`, `/post`, ... see [`intercom_subnet::commands`]) go to the subnet plane;
+//! the settlement commands ([`NOT_YET_AVAILABLE`]: `/deploy_subnet`, `/msb`) are
+//! recognised and answered "not yet available".
 //!
 //! Differences from the reference: a failed command returns `ok: false` with the message
 //! in `error` (the reference prints it and returns normally); the exact command word must
