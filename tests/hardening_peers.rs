@@ -349,10 +349,7 @@ async fn scenario() {
         rss_prefixes.saturating_sub(rss_connected)
     );
     assert!(prefixes["written"].as_u64().unwrap_or(0) > 0, "{prefixes}");
-    assert!(
-        warnings >= 1 && warnings <= 30,
-        "{warnings} refusal warnings"
-    );
+    assert!((1..=30).contains(&warnings), "{warnings} refusal warnings");
     assert!(
         busy.len() + 2 >= busy_sent,
         "messages lost under the attack"
