@@ -57,7 +57,7 @@ impl Default for SecretStreamConfig {
 }
 
 /// Bytes that streams sharing it may hold for frames in progress larger than their read
-/// buffer (1 MiB), plus counters for metrics. A frame that would take the total over the
+/// buffer (64 KiB, growing to 1 MiB under traffic), plus counters for metrics. A frame that would take the total over the
 /// cap ends its stream with [`SecretStreamError::FrameBudget`].
 #[derive(Debug)]
 pub struct FrameBudget {
@@ -256,7 +256,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Err(SecretStreamError::MessageTooLarge(len));
         }
         self.start += PREFIX;
-        if len > READ_CHUNK {
+        // A frame larger than the buffer as it is now is read as its bytes arrive (the
+        // buffer grows under traffic, never because a length prefix announced a frame).
+        if len > self.buf.len().max(IDLE_BUFFER) {
             let body = self.read_large(len).await?;
             return Ok(Some(f(&body)));
         }
@@ -677,6 +679,29 @@ mod tests {
         ));
         let s = budget.stats();
         assert_eq!((s.bytes_in_use, s.frames_refused_budget), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn a_fresh_stream_does_not_grow_its_buffer_for_a_prefix() {
+        let budget = Arc::new(FrameBudget::new(1 << 20));
+        let config = SecretStreamConfig {
+            budget: Some(budget.clone()),
+            ..SecretStreamConfig::default()
+        };
+        let (mut tx, rx) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(rx, &config);
+        tx.write_all(&prefix(READ_CHUNK)).await.unwrap();
+        let read = tokio::spawn(async move {
+            let n = reader.next().await.map(|f| f.map(|b| b.len()));
+            (n, reader.buf.len())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(budget.stats().bytes_in_use, LARGE_STEP as u64);
+        tx.write_all(&vec![7u8; READ_CHUNK]).await.unwrap();
+        let (n, buffer) = read.await.unwrap();
+        assert_eq!(n.unwrap(), Some(READ_CHUNK));
+        assert_eq!(buffer, IDLE_BUFFER);
+        assert_eq!(budget.stats().bytes_in_use, 0);
     }
 
     #[tokio::test]
