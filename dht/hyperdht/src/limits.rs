@@ -34,7 +34,7 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Default largest secret-stream frame accepted (the wire maximum, 16 MiB - 1, as JS:
 /// log blocks reach 8 MiB).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = (1 << 24) - 1;
-/// Default memory all connections together may hold for frames above 1 MiB in progress.
+/// Default memory all connections together may hold for large frames in progress.
 pub const DEFAULT_FRAME_MEMORY_BYTES: usize = 256 << 20;
 /// Least time between two warnings about refused connections.
 const LOG_INTERVAL_SECS: u64 = 10;
@@ -53,8 +53,9 @@ pub struct ConnectionLimits {
     /// Largest secret-stream frame accepted on any connection (up to 16 MiB - 1); a
     /// longer length prefix closes the connection.
     pub max_frame_bytes: usize,
-    /// Memory all connections together may hold for frames in progress above their 1 MiB
-    /// read buffer; a frame that does not fit closes its connection.
+    /// Memory all connections together may hold for frames in progress larger than their
+    /// read buffer (64 KiB, up to 1 MiB under traffic); a frame that does not fit closes
+    /// its connection.
     pub frame_memory_bytes: usize,
 }
 
