@@ -466,7 +466,10 @@ mod tests {
         }
         store.write(b, false).unwrap();
         let keys = |e: Entries| e.into_iter().map(|(k, _)| k[1]).collect::<Vec<_>>();
-        assert_eq!(keys(store.scan_range(b"r\x01", b"r\x04", 10).unwrap()), [1, 2, 3]);
+        assert_eq!(
+            keys(store.scan_range(b"r\x01", b"r\x04", 10).unwrap()),
+            [1, 2, 3]
+        );
         assert_eq!(keys(store.scan_range(b"r", b"s", 2).unwrap()), [0, 1]);
         assert!(store.scan_range(b"r\x04", b"r\x01", 10).unwrap().is_empty());
 

@@ -692,8 +692,8 @@ mod tests {
                     } else {
                         key_path(&key(rng.next() % 64))
                     };
-                    let value =
-                        (!rng.next().is_multiple_of(3)).then(|| value_hash(&rng.next().to_le_bytes()));
+                    let value = (!rng.next().is_multiple_of(3))
+                        .then(|| value_hash(&rng.next().to_le_bytes()));
                     changes.insert(path, value);
                 }
                 for (p, v) in &changes {
