@@ -23,12 +23,10 @@ mod docs;
 #[path = "support/peers.rs"]
 mod peers;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
-use futures_util::{SinkExt, StreamExt};
-use peers::{agent, bounded, next_json, peer, quantile, Rx, Tx};
+use peers::{agent, bounded, next_json, peer, quantile, send_frame, until_connected, Rx, Tx};
 use serde_json::{json, Value};
 
 const BURST: usize = 10_000;
@@ -36,62 +34,14 @@ const ROUNDS: usize = 3;
 const WAITS: usize = 500;
 const ONE_SHOTS: usize = 50;
 
-fn send_frame(text: &str) -> Message {
-    Message::text(json!({"type": "send", "channel": "0000intercom", "message": text}).to_string())
-}
-
-async fn next_message(rx: &mut Rx) -> String {
-    loop {
-        let v = next_json(rx).await;
-        if v["type"] == "sidechannel_message" {
-            return v["message"].as_str().unwrap_or_default().to_owned();
-        }
-    }
-}
-
-/// Sends on A until a `sent` reports a peer; A's replies are drained afterwards.
-async fn connected(a_tx: &mut Tx, mut a_rx: Rx) {
-    bounded("first connection", async {
-        loop {
-            a_tx.send(send_frame("warm-up")).await.unwrap();
-            let r = next_json(&mut a_rx).await;
-            if r["type"] == "sent" && r["peers"].as_u64().unwrap_or(0) > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    tokio::spawn(async move { while a_rx.next().await.is_some() {} });
-}
-
 /// One burst on a fresh pair of peers (B with `b_args`): messages/s.
 async fn burst(stores: &std::path::Path, bootstrap: &str, round: usize, b_args: &[&str]) -> f64 {
     let a = peer(stores, &format!("a{round}"), bootstrap, &[]).await;
     let b = peer(stores, &format!("b{round}"), bootstrap, b_args).await;
     let (mut a_tx, a_rx) = agent(&a.bridge).await;
     let (_b_tx, mut b_rx) = agent(&b.bridge).await;
-    connected(&mut a_tx, a_rx).await;
-    let started = Instant::now();
-    let sender = tokio::spawn(async move {
-        for i in 0..BURST {
-            a_tx.send(send_frame(&format!("burst-{i}"))).await.unwrap();
-        }
-        a_tx
-    });
-    let mut seen = HashSet::new();
-    bounded("burst", async {
-        while seen.len() < BURST {
-            let text = next_message(&mut b_rx).await;
-            if text.starts_with("burst-") {
-                seen.insert(text);
-            }
-        }
-    })
-    .await;
-    let rate = BURST as f64 / started.elapsed().as_secs_f64();
-    drop(sender.await);
-    rate
+    until_connected(&mut a_tx, a_rx).await;
+    peers::burst(a_tx, &mut b_rx, BURST).await.0
 }
 
 async fn request(tx: &mut Tx, rx: &mut Rx, id: u64, mut req: Value) -> Value {
@@ -141,7 +91,7 @@ async fn main() {
     let b = peer(&stores, "wb", &bootstrap, &[]).await;
     let (mut a_tx, a_rx) = agent(&a.bridge).await;
     let (mut b_tx, mut b_rx) = agent(&b.bridge).await;
-    connected(&mut a_tx, a_rx).await;
+    until_connected(&mut a_tx, a_rx).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut id = 0u64;
     id += 1;

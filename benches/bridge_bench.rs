@@ -26,13 +26,9 @@ mod swarm_support;
 
 use swarm_support::{process_cpu_time, vm_rss_bytes};
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::Message;
-use futures_util::StreamExt;
-use peers::{agent, bounded, next_json, peer, quantile, Rx};
-use serde_json::json;
+use peers::{agent, bounded, next_message, peer, quantile, send_frame};
 
 const LATENCY_MESSAGES: usize = 1000;
 const BURST_MESSAGES: usize = 10_000;
@@ -44,20 +40,6 @@ fn burst_messages() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(BURST_MESSAGES)
 }
-fn send_frame(text: &str) -> Message {
-    Message::text(json!({"type": "send", "channel": "0000intercom", "message": text}).to_string())
-}
-
-/// The next `sidechannel_message` text B's agent sees.
-async fn next_message(rx: &mut Rx) -> String {
-    loop {
-        let v = next_json(rx).await;
-        if v["type"] == "sidechannel_message" {
-            return v["message"].as_str().unwrap_or_default().to_owned();
-        }
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -73,23 +55,12 @@ async fn main() {
     let a = peer(&stores, "a", &bootstrap, &[]).await;
     let b = peer(&stores, "b", &bootstrap, &[]).await;
     let (bridge_a, bridge_b) = (a.bridge.clone(), b.bridge.clone());
-    let (mut a_tx, mut a_rx) = agent(&bridge_a).await;
+    let (mut a_tx, a_rx) = agent(&bridge_a).await;
     let (_b_tx, mut b_rx) = agent(&bridge_b).await;
 
-    // Wait for the connection: A's `sent` reports a peer.
-    bounded("first connection", async {
-        loop {
-            a_tx.send(send_frame("warm-up")).await.unwrap();
-            let r = next_json(&mut a_rx).await;
-            if r["type"] == "sent" && r["peers"].as_u64().unwrap_or(0) > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    // A's replies (`sent`) are drained from here on; B's warm-up copies are skipped below.
-    tokio::spawn(async move { while a_rx.next().await.is_some() {} });
+    // Wait for the connection: A's `sent` reports a peer; A's replies are drained from
+    // here on, and B's warm-up copies are skipped below.
+    peers::until_connected(&mut a_tx, a_rx).await;
 
     let peer_pids = [a.child.id(), b.child.id()];
     let peers_cpu = || -> Duration {
@@ -121,27 +92,8 @@ async fn main() {
         a.child.id(),
         b.child.id()
     );
-    let started = Instant::now();
-    let sender = tokio::spawn(async move {
-        for i in 0..burst {
-            a_tx.send(send_frame(&format!("burst-{i}"))).await.unwrap();
-        }
-        a_tx
-    });
-    let mut seen = HashSet::new();
-    let mut duplicates = 0usize;
-    bounded("burst run", async {
-        while seen.len() < burst {
-            let text = next_message(&mut b_rx).await;
-            if text.starts_with("burst-") && !seen.insert(text) {
-                duplicates += 1;
-            }
-        }
-    })
-    .await;
-    let burst_secs = started.elapsed().as_secs_f64();
-    let _a_tx = sender.await.unwrap();
-    let rate = burst as f64 / burst_secs;
+    let (rate, duplicates, _a_tx) = peers::burst(a_tx, &mut b_rx, burst).await;
+    let burst_secs = burst as f64 / rate;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_before = peers_cpu();

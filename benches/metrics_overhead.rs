@@ -19,15 +19,12 @@ mod peers;
 #[path = "../tests/swarm_support/mod.rs"]
 mod swarm_support;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::Message;
 use futures_util::StreamExt;
-use peers::{agent, bounded, next_json, peer, Rx};
-use serde_json::json;
+use peers::{agent, next_json, peer, send_frame};
 use swarm_support::vm_rss_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -35,19 +32,6 @@ const BURST: usize = 10_000;
 /// Rounds of each mode (`METRICS_BENCH_ROUNDS` overrides).
 const ROUNDS: usize = 5;
 const SCRAPE_EVERY: Duration = Duration::from_millis(100);
-
-fn send_frame(text: &str) -> Message {
-    Message::text(json!({"type": "send", "channel": "0000intercom", "message": text}).to_string())
-}
-
-async fn next_message(rx: &mut Rx) -> String {
-    loop {
-        let v = next_json(rx).await;
-        if v["type"] == "sidechannel_message" {
-            return v["message"].as_str().unwrap_or_default().to_owned();
-        }
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -133,29 +117,11 @@ async fn run(stores: &std::path::Path, bootstrap: &str, tag: &str, metrics: bool
             }
         })
     });
-    let started = Instant::now();
-    let sender = tokio::spawn(async move {
-        for i in 0..BURST {
-            a_tx.send(send_frame(&format!("burst-{i}"))).await.unwrap();
-        }
-        a_tx
-    });
-    let mut seen = HashSet::new();
-    bounded("burst", async {
-        while seen.len() < BURST {
-            let text = next_message(&mut b_rx).await;
-            if text.starts_with("burst-") {
-                seen.insert(text);
-            }
-        }
-    })
-    .await;
-    let rate = BURST as f64 / started.elapsed().as_secs_f64();
+    let (rate, _, _a_tx) = peers::burst(a_tx, &mut b_rx, BURST).await;
     stop.store(true, Ordering::Relaxed);
     if let Some(s) = scraper {
         let _ = s.await;
     }
-    let _a_tx = sender.await.unwrap();
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss_mib = b.child.id().and_then(vm_rss_bytes).unwrap_or(0) as f64 / 1_048_576.0;

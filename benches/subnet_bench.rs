@@ -27,6 +27,7 @@
 
 #[path = "support/docs.rs"]
 mod docs;
+#[allow(dead_code)]
 #[path = "support/peers.rs"]
 mod peers;
 

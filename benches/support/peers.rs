@@ -159,3 +159,62 @@ pub async fn agent(addr: &str) -> (Tx, Rx) {
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
+
+/// A `send` of `text` on `0000intercom`.
+pub fn send_frame(text: &str) -> Message {
+    Message::text(json!({"type": "send", "channel": "0000intercom", "message": text}).to_string())
+}
+
+/// The text of the next `sidechannel_message` an agent receives.
+pub async fn next_message(rx: &mut Rx) -> String {
+    loop {
+        let v = next_json(rx).await;
+        if v["type"] == "sidechannel_message" {
+            return v["message"].as_str().unwrap_or_default().to_owned();
+        }
+    }
+}
+
+/// Sends warm-up messages from A's agent until one reaches a peer, then drains A's
+/// replies in the background.
+pub async fn until_connected(a_tx: &mut Tx, mut a_rx: Rx) {
+    bounded("first connection", async {
+        loop {
+            a_tx.send(send_frame("warm-up")).await.unwrap();
+            let r = next_json(&mut a_rx).await;
+            if r["type"] == "sent" && r["peers"].as_u64().unwrap_or(0) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    tokio::spawn(async move { while a_rx.next().await.is_some() {} });
+}
+
+/// Sends `n` messages back to back to A's bridge and waits until B's agent has each
+/// (duplicates are counted, not waited for): messages/s from the first send to the last
+/// arrival, the duplicates, and A's sender back.
+pub async fn burst(a_tx: Tx, b_rx: &mut Rx, n: usize) -> (f64, usize, Tx) {
+    let started = std::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        let mut a_tx = a_tx;
+        for i in 0..n {
+            a_tx.send(send_frame(&format!("burst-{i}"))).await.unwrap();
+        }
+        a_tx
+    });
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    bounded("burst", async {
+        while seen.len() < n {
+            let text = next_message(b_rx).await;
+            if text.starts_with("burst-") && !seen.insert(text) {
+                duplicates += 1;
+            }
+        }
+    })
+    .await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    (rate, duplicates, sender.await.unwrap())
+}
