@@ -160,8 +160,8 @@ fn every_skill_md_flag_is_accepted() {
         .output()
         .unwrap();
     let mut help = String::from_utf8(help.stdout).unwrap();
-    // The writer-log and subnet sections name `intercom log ...` and `intercom subnet ...`
-    // flags: those count too.
+    // The writer-log, subnet and agent-adapter sections name flags of those tools: they
+    // count too.
     for tool in [
         &["log", "append"][..],
         &["log", "get"],
@@ -170,6 +170,10 @@ fn every_skill_md_flag_is_accepted() {
         &["log", "replicate"],
         &["subnet", "rebuild"],
         &["subnet", "verify-proof"],
+        &["send"],
+        &["recv"],
+        &["inbox", "status"],
+        &["mcp"],
     ] {
         let out = intercom(Path::new(env!("CARGO_MANIFEST_DIR")))
             .args(tool)
@@ -226,7 +230,7 @@ fn every_skill_md_flag_is_accepted() {
         .collect();
     assert!(
         missing.is_empty(),
-        "SKILL.md names flags `intercom run --help` (and `intercom log`, `intercom subnet`) lacks: {missing:?}"
+        "SKILL.md names flags that `intercom run --help` (and the log, subnet, send, recv, inbox and mcp tools) lacks: {missing:?}"
     );
 }
 
