@@ -134,7 +134,7 @@ impl Client {
     }
 
     /// Sends `req` and returns the frame that answers it (`auth` replies carry no id).
-    async fn request(&mut self, mut req: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn request(&mut self, mut req: Value) -> anyhow::Result<Value> {
         let auth = req["type"] == "auth";
         self.next_id += 1;
         if !auth {
@@ -168,15 +168,22 @@ impl Client {
     /// `request`, with an `error` reply turned into an error.
     pub(crate) async fn call(&mut self, req: Value) -> anyhow::Result<Value> {
         let reply = self.request(req).await?;
-        if reply["type"] == "error" {
-            bail!(
-                "{} ({})",
-                reply["error"].as_str().unwrap_or("error"),
-                reply["code"].as_str().unwrap_or("?")
-            );
+        match refusal(&reply) {
+            Some(why) => bail!(why),
+            None => Ok(reply),
         }
-        Ok(reply)
     }
+}
+
+/// The text and code of an `error` reply (`None` for any other reply).
+pub(crate) fn refusal(reply: &Value) -> Option<String> {
+    (reply["type"] == "error").then(|| {
+        format!(
+            "{} ({})",
+            reply["error"].as_str().unwrap_or("error"),
+            reply["code"].as_str().unwrap_or("?")
+        )
+    })
 }
 
 fn token(args: &BridgeArgs) -> anyhow::Result<String> {

@@ -28,7 +28,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Map, Value};
 use tokio::sync::Mutex;
 
-use crate::agent_cli::{BridgeArgs, Client};
+use crate::agent_cli::{refusal, BridgeArgs, Client};
 
 /// Default and longest `wait_for_messages` timeout, ms.
 const DEFAULT_WAIT_MS: u64 = 25_000;
@@ -78,16 +78,17 @@ impl Link {
         let Some(client) = slot.as_mut() else {
             return Err("no bridge connection".into());
         };
-        match client.call(req).await {
-            Ok(v) => Ok(v),
+        // A refused command leaves the connection usable; a failed connection is dropped.
+        let reply = match client.request(req).await {
+            Ok(reply) => reply,
             Err(e) => {
-                let text = format!("{e:#}");
-                // A refused command leaves the connection usable; anything else drops it.
-                if !text.ends_with(')') {
-                    *slot = None;
-                }
-                Err(text)
+                *slot = None;
+                return Err(format!("{e:#}"));
             }
+        };
+        match refusal(&reply) {
+            Some(why) => Err(why),
+            None => Ok(reply),
         }
     }
 }
